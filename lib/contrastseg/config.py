@@ -1,0 +1,186 @@
+"""ExperimentConfig: one frozen dataclass of primitives that names a training run.
+
+A notebook's parameters map onto these fields one to one. The config is validated on creation, and its hash
+names the run's folder in the run store (``contrastseg.runs``), so two notebooks that ask for the same config share
+one trained model.
+
+Presets are plain functions: ``smoke()`` (any CPU, seconds) and ``demo()`` (one GPU, or a CPU slowly). Each takes
+field overrides as keyword arguments::
+
+    cfg = demo(seed=1, steps=500)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+
+PRESETS = ("smoke", "demo")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Fields that do not change what a run computes (beyond the last float bits), so they stay out of the hash:
+# a run trained with 4 loader workers is the same run as one trained with none.
+BOOKKEEPING_FIELDS = frozenset({"device", "num_threads", "num_workers", "checkpoint_every"})
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one training run; primitives only.
+
+    Data:
+        dataset: data set name (``contrastseg.data.DATASETS``).
+        data_root: folder of a data set on disk; empty means SynthScapes generated on the fly.
+        image_size: side of the square training crop and of the synthetic images, in pixels.
+        num_train: training images used (0 = the whole split).
+        num_val: validation images used (0 = the whole split).
+    Model:
+        backbone: backbone name (``contrastseg.models.BACKBONES``).
+        head: decode head name (``contrastseg.models.HEADS``).
+        output_stride: backbone output stride, 8 or 16 (the papers use 8).
+        pretrained: empty for random initialisation; a path to a local weights file; or ``"timm"`` for timm's
+            default weights, which must already be in the local Hugging Face cache (nothing is downloaded).
+    Method:
+        method: training objective (``contrastseg.objectives.OBJECTIVES``).
+    Optimisation (SGD, poly schedule):
+        steps, batch_size, lr, momentum, weight_decay, poly_power.
+        amp: mixed precision (bf16 autocast) when training on CUDA; ignored on the CPU.
+    Run:
+        seed: seeds the model, the data order and the augmentation.
+        device: "auto" (CUDA when present), "cpu" or "cuda".
+        num_threads: CPU threads for torch; pinned so that CPU runs are bit-reproducible (0 = torch's default).
+        num_workers: data loader worker processes.
+        checkpoint_every: steps between checkpoints.
+        boundary_width: band width in pixels for the boundary IoU of the evaluation.
+    """
+
+    dataset: str = "synthscapes"
+    data_root: str = ""
+    image_size: int = 64
+    num_train: int = 256
+    num_val: int = 64
+
+    backbone: str = "tiny"
+    head: str = "fcn"
+    output_stride: int = 8
+    pretrained: str = ""
+
+    method: str = "ce"
+
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    amp: bool = True
+
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 2
+    num_workers: int = 0
+    checkpoint_every: int = 100
+    boundary_width: int = 2
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_names(self)
+        _check_ranges(self)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ExperimentConfig":
+        """Build from a dict, rejecting unknown keys with the list of valid ones."""
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
+        return cls(**values)
+
+    def hash(self) -> str:
+        """A stable 12-hex-digit hash of every field that changes what the run computes."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def replace(self, **changes) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def smoke(**overrides) -> ExperimentConfig:
+    """Any CPU, seconds per run: tiny backbone, 64 px SynthScapes, a few hundred steps. For CI, nbval, first contact."""
+    base = ExperimentConfig(
+        image_size=64, num_train=256, num_val=64, backbone="tiny", head="fcn",
+        steps=300, batch_size=8, lr=0.02, checkpoint_every=100,
+    )
+    return base.replace(**overrides)
+
+
+def demo(**overrides) -> ExperimentConfig:
+    """One GPU (or a CPU, slowly): ResNet-18 at output stride 8 with DeepLabV3, 256 px SynthScapes."""
+    base = ExperimentConfig(
+        image_size=256, num_train=512, num_val=128, backbone="resnet18", head="deeplabv3",
+        steps=2000, batch_size=8, lr=0.01, checkpoint_every=500,
+    )
+    return base.replace(**overrides)
+
+
+def preset(name: str, **overrides) -> ExperimentConfig:
+    """The named preset with overrides; an unknown name lists the valid ones."""
+    from contrastseg.registry import lookup
+
+    return lookup({"smoke": smoke, "demo": demo}, name, "preset")(**overrides)
+
+
+def _check_types(cfg: ExperimentConfig) -> None:
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[f.type]
+        wrong_bool = isinstance(value, bool) and f.type in ("int", "float")
+        if not isinstance(value, expected) or wrong_bool:
+            raise TypeError(f"config field {f.name!r} must be {f.type}, got {value!r}")
+        if f.type == "float" and isinstance(value, int):
+            object.__setattr__(cfg, f.name, float(value))
+
+
+def _check_names(cfg: ExperimentConfig) -> None:
+    from contrastseg.data import DATASETS
+    from contrastseg.models import BACKBONES, HEADS
+    from contrastseg.objectives import OBJECTIVES
+    from contrastseg.registry import lookup
+
+    lookup(DATASETS, cfg.dataset, "data set")
+    lookup(BACKBONES, cfg.backbone, "backbone")
+    lookup(HEADS, cfg.head, "head")
+    lookup(OBJECTIVES, cfg.method, "method")
+    lookup(dict.fromkeys(DEVICES), cfg.device, "device")
+
+
+def _check_ranges(cfg: ExperimentConfig) -> None:
+    checks = [
+        ("image_size", 32 <= cfg.image_size <= 4096, "between 32 and 4096"),
+        ("num_train", cfg.num_train >= 0, ">= 0 (0 = whole split)"),
+        ("num_val", cfg.num_val >= 0, ">= 0 (0 = whole split)"),
+        ("output_stride", cfg.output_stride in (8, 16, 32), "8, 16 or 32"),
+        ("steps", cfg.steps >= 1, ">= 1"),
+        ("batch_size", cfg.batch_size >= 1, ">= 1"),
+        ("lr", cfg.lr > 0, "> 0"),
+        ("momentum", 0 <= cfg.momentum < 1, "in [0, 1)"),
+        ("weight_decay", cfg.weight_decay >= 0, ">= 0"),
+        ("poly_power", cfg.poly_power >= 0, ">= 0"),
+        ("num_threads", cfg.num_threads >= 0, ">= 0 (0 = torch's default)"),
+        ("num_workers", cfg.num_workers >= 0, ">= 0"),
+        ("checkpoint_every", cfg.checkpoint_every >= 1, ">= 1"),
+        ("boundary_width", cfg.boundary_width >= 1, ">= 1"),
+    ]
+    if cfg.dataset == "synthscapes" and not cfg.data_root:
+        from contrastseg.data.synthscapes import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+        checks.append(("image_size", MIN_IMAGE_SIZE <= cfg.image_size <= MAX_IMAGE_SIZE,
+                       f"between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} for SynthScapes generated on the fly"))
+    for name, ok, rule in checks:
+        if not ok:
+            raise ValueError(f"config field {name!r} must be {rule}, got {getattr(cfg, name)!r}")

@@ -1,0 +1,63 @@
+"""Joint image + label augmentation for training, on tensors, with torchvision.transforms.v2.
+
+The image travels as a ``tv_tensors.Image`` and the label as a ``tv_tensors.Mask``, so every geometric step draws its
+random parameters once and applies them to both: bilinear for the image, nearest for the mask. Padding fills the
+image with 0 and the mask with 255 (ignored). The colour jitter runs first, so padded pixels stay exactly 0 and the
+jitter never touches the mask. Randomness comes from torch's global generator: ``torch.manual_seed`` fixes it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from contrastseg.data.synthscapes import IGNORE_INDEX
+
+
+class JointTransform:
+    """Applies a v2 pipeline to an (image, label) pair of plain tensors and returns plain tensors.
+
+    Args:
+        pipeline: a torchvision v2 transform that handles ``tv_tensors.Image`` and ``tv_tensors.Mask``.
+
+    Shape:
+        image: (3, H, W) float in [0, 1].
+        label: (H, W) int64, 255 = ignore.
+        returns: (3, h, w) float32 and (h, w) int64, h and w set by the pipeline.
+    """
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # uint8 masks: nearest resizing of integer masks is defined for uint8, and every label fits in it.
+        image, mask = self.pipeline(tv_tensors.Image(image), tv_tensors.Mask(label.to(torch.uint8)))
+        return image.as_subclass(torch.Tensor).float(), mask.as_subclass(torch.Tensor).long()
+
+    def __repr__(self) -> str:
+        return f"JointTransform({self.pipeline})"
+
+
+def train_transform(image_size: int, scale_range: tuple[float, float] = (0.75, 1.5), flip_probability: float = 0.5,
+                    colour_jitter: float = 0.2) -> JointTransform:
+    """Colour jitter, horizontal flip, random rescale and a random ``image_size`` crop, with ignore padding.
+
+    Args:
+        image_size: side of the square output crop, in pixels.
+        scale_range: range of the random rescale factor of the input's shorter side, relative to ``image_size``.
+        flip_probability: chance of a horizontal flip.
+        colour_jitter: brightness, contrast and saturation jitter strength (hue gets a tenth); 0 turns it off.
+
+    Returns:
+        A callable ``(image, label) -> (image, label)`` on tensors; see ``JointTransform`` for shapes.
+    """
+    low, high = (max(1, round(image_size * factor)) for factor in scale_range)
+    steps = [
+        v2.ColorJitter(brightness=colour_jitter, contrast=colour_jitter, saturation=colour_jitter,
+                       hue=colour_jitter / 10) if colour_jitter > 0 else v2.Identity(),
+        v2.RandomHorizontalFlip(flip_probability),
+        v2.RandomResize(low, high + 1, antialias=True),
+        v2.RandomCrop(image_size, pad_if_needed=True, fill={tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE_INDEX}),
+    ]
+    return JointTransform(v2.Compose(steps))

@@ -1,0 +1,206 @@
+"""The training loop: SGD with a poly schedule, named loss terms logged as JSON lines, atomic checkpoints, resume.
+
+``train(cfg, run_dir)`` is resumable: it continues from ``run_dir/last.ckpt`` when one exists, and because the batch
+at each step and its augmentation depend only on (seed, step) (see ``batching``), a run that was interrupted and
+resumed on the CPU ends with the same weights as one that was not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from contrastseg.config import ExperimentConfig
+from contrastseg.data import build_dataset, dataset_info
+from contrastseg.data.transforms import train_transform
+from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
+from contrastseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from contrastseg.engine.evaluate import autocast_for, evaluate
+from contrastseg.models import build_segmentor
+from contrastseg.objectives import build_objective, weighted_total
+
+CHECKPOINT_NAME = "last.ckpt"
+LOG_NAME = "log.jsonl"
+METRICS_NAME = "metrics.json"
+DATA_SEED = 0  # the synthetic data set is one fixed data set; a run's seed varies the model, order and augmentation
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; the run stopped before the update, and the last checkpoint is intact."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for, but torch sees no CUDA device; use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+def poly_lr(base_lr: float, step: int, total_steps: int, power: float) -> float:
+    return base_lr * (1 - step / total_steps) ** power
+
+
+def build_model(cfg: ExperimentConfig) -> torch.nn.Module:
+    return build_segmentor(cfg.backbone, cfg.head, dataset_info(cfg.dataset).num_classes, cfg.output_stride,
+                           cfg.pretrained)
+
+
+def build_split(cfg: ExperimentConfig, split: str, length: int):
+    return build_dataset(cfg.dataset, split, root=cfg.data_root, image_size=cfg.image_size,
+                         length=length or None, seed=DATA_SEED)
+
+
+def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
+          interrupt_at: int | None = None) -> dict | None:
+    """Train (or resume) the run described by ``cfg`` in ``run_dir``, then evaluate it on the val split.
+
+    Args:
+        cfg: the experiment.
+        run_dir: folder for ``last.ckpt``, ``log.jsonl`` and ``metrics.json``.
+        progress: show tqdm bars.
+        interrupt_at: stop after this many steps as if the process had been killed (for tests); returns None.
+
+    Returns:
+        The metrics written to ``metrics.json``: ``{"val": {...}, "steps", "train_seconds", ...}``.
+
+    Raises:
+        NonFiniteLossError: a loss term became NaN or inf; the message names the step and the last good checkpoint.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    info = dataset_info(cfg.dataset)
+
+    model = build_model(cfg).to(device)
+    objective = build_objective(cfg.method, info.ignore_index).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    start_step, elapsed = resume(cfg, run_dir, model, optimizer)
+
+    train_set = SeededAugmentation(build_split(cfg, "train", cfg.num_train), train_transform(cfg.image_size), cfg.seed)
+    sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, cfg.seed, start_step)
+    # the loader's own generator keeps it from drawing its worker seed out of the global stream that dropout uses
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+    log = StepLog(run_dir / LOG_NAME, keep_steps_below=start_step)
+
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.method}", disable=not progress)
+    step = start_step
+    for images, labels in loader:
+        began = time.perf_counter()
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        lr = poly_lr(cfg.lr, step, cfg.steps, cfg.poly_power)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast_for(device, cfg.amp):
+            outputs = model(images)
+        terms = objective(outputs, labels, step)
+        total = weighted_total(terms, objective.weights(step))
+        values = {name: value.item() for name, value in terms.items()} | {"loss": total.item()}
+        if not all(math.isfinite(v) for v in values.values()):
+            raise NonFiniteLossError(non_finite_message(step, values, run_dir / CHECKPOINT_NAME))
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        step += 1
+        elapsed += time.perf_counter() - began
+        log.write({"step": step, "lr": lr, **values, "seconds": time.perf_counter() - began})
+        bar.update()
+        bar.set_postfix(loss=f"{values['loss']:.3f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint(checkpoint_state(cfg, model, optimizer, step, elapsed), run_dir / CHECKPOINT_NAME)
+        if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
+            bar.close()
+            return None
+    bar.close()
+
+    val_set = build_split(cfg, "val", cfg.num_val)
+    metrics = {
+        "val": evaluate(model, val_set, info.num_classes, batch_size=cfg.batch_size, device=device,
+                        boundary_width=cfg.boundary_width, ignore_index=info.ignore_index, amp=cfg.amp,
+                        progress=progress),
+        "steps": cfg.steps,
+        "train_seconds": elapsed,
+        "config_hash": cfg.hash(),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "deterministic": device.type == "cpu",
+    }
+    (run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def resume(cfg: ExperimentConfig, run_dir: Path, model, optimizer) -> tuple[int, float]:
+    """Load ``last.ckpt`` into model and optimizer if it exists; return (step, training seconds so far)."""
+    path = run_dir / CHECKPOINT_NAME
+    if not path.exists():
+        return 0, 0.0
+    state = load_checkpoint(path)
+    if state.get("config_hash") != cfg.hash():
+        raise ValueError(f"checkpoint {path} belongs to config {state.get('config_hash')}, not {cfg.hash()}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["cpu"])  # dropout and other in-model randomness continue where they were
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return state["step"], state.get("train_seconds", 0.0)
+
+
+def checkpoint_state(cfg: ExperimentConfig, model, optimizer, step: int, elapsed: float) -> dict:
+    rng = {"cpu": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": rng,
+            "train_seconds": elapsed, "config": cfg.to_dict(), "config_hash": cfg.hash()}
+
+
+def load_trained_model(cfg: ExperimentConfig, run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """The model of a finished (or checkpointed) run, in eval mode."""
+    model = build_model(cfg)
+    model.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)["model"])
+    return model.to(device).eval()
+
+
+def non_finite_message(step: int, values: dict, checkpoint: Path) -> str:
+    terms = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
+    if checkpoint.exists():
+        kept = f"the last good checkpoint is {checkpoint} (step {load_checkpoint(checkpoint)['step']})"
+    else:
+        kept = "no checkpoint had been written yet"
+    return f"loss is not finite at step {step + 1} ({terms}); training stopped before the update; {kept}"
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+class StepLog:
+    """A JSON-lines log of training steps; on resume, lines past the checkpoint are dropped so no step appears twice."""
+
+    def __init__(self, path: Path, keep_steps_below: int):
+        self.path = path
+        kept = []
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= keep_steps_below]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+
+def read_log(run_dir: str | Path) -> list[dict]:
+    """The logged steps of a run, oldest first."""
+    path = Path(run_dir) / LOG_NAME
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

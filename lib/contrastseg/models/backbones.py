@@ -1,0 +1,123 @@
+"""Backbones: multi-level feature extractors with a common interface.
+
+Every backbone is an ``nn.Module`` that maps images (B, 3, H, W) to a tuple of four feature maps, finest first,
+and exposes ``channels`` (per level) and ``reductions`` (stride of each level relative to the input). ResNets come
+from timm (``features_only=True``, dilated to the requested output stride); ``TinyBackbone`` is a small plain CNN
+for CPU smoke runs and tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+TIMM_BACKBONES = ("resnet18", "resnet50", "resnet101")
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class TinyBackbone(nn.Module):
+    """A four-stage plain CNN for CPU smoke runs: a stride-4 stem, then one stride-2 (or dilated) stage per level.
+
+    Stages past ``output_stride`` keep the resolution and grow their dilation instead, as dilated ResNets do.
+
+    Shape:
+        images: (B, 3, H, W) -> four maps (B, C_l, ceil(H / r_l), ceil(W / r_l)), r = ``self.reductions``.
+    """
+
+    def __init__(self, output_stride: int = 8, widths: tuple[int, ...] = (16, 32, 48, 64)):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn_relu(3, widths[0] // 2, stride=2), conv_bn_relu(widths[0] // 2, widths[0]))
+        stages, reductions, reduction, dilation = [], [], 2, 1
+        in_channels = widths[0]
+        for level, width in enumerate(widths):
+            stride = 2 if level == 0 or reduction < output_stride else 1
+            if stride == 1:
+                dilation *= 2
+            reduction *= stride
+            stages.append(nn.Sequential(conv_bn_relu(in_channels, width, stride=stride, dilation=dilation),
+                                        conv_bn_relu(width, width, dilation=dilation)))
+            reductions.append(reduction)
+            in_channels = width
+        self.stages = nn.ModuleList(stages)
+        self.channels = tuple(widths)
+        self.reductions = tuple(reductions)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = self.stem(images)
+        levels = []
+        for stage in self.stages:
+            x = stage(x)
+            levels.append(x)
+        return tuple(levels)
+
+
+class TimmBackbone(nn.Module):
+    """A timm model with ``features_only=True``: the four stages after the stem (strides 4, 8, 16, 32 before dilation).
+
+    Shape:
+        images: (B, 3, H, W) -> four maps (B, C_l, ceil(H / r_l), ceil(W / r_l)), r = ``self.reductions``.
+    """
+
+    def __init__(self, name: str, output_stride: int = 8, pretrained: str = ""):
+        super().__init__()
+        import timm
+
+        use_timm_weights = pretrained == "timm"
+        if use_timm_weights:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from the local cache or not at all
+        try:
+            self.body = timm.create_model(name, features_only=True, output_stride=output_stride,
+                                          out_indices=(1, 2, 3, 4), pretrained=use_timm_weights)
+        except Exception as error:
+            if use_timm_weights:
+                raise FileNotFoundError(
+                    f"pretrained='timm' asks for timm's {name} weights, which are not in the local Hugging Face cache "
+                    f"and are never downloaded here; put them in the cache, pass a weights file path, or use ''"
+                ) from error
+            raise
+        if pretrained and not use_timm_weights:
+            load_weights_file(self.body, Path(pretrained))
+        self.channels = tuple(self.body.feature_info.channels())
+        self.reductions = tuple(min(r, output_stride) for r in self.body.feature_info.reduction())
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.body(images))
+
+
+def load_weights_file(module: nn.Module, path: Path) -> None:
+    """Load a local state dict (``.pth``/``.pt`` or ``.safetensors``) into ``module``, ignoring classifier keys."""
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state.get("model", state))
+    missing, _unexpected = module.load_state_dict(state, strict=False)
+    if len(missing) == len(module.state_dict()):
+        raise ValueError(f"no parameter of the backbone matched the keys in {path}")
+
+
+def build_backbone(name: str, output_stride: int = 8, pretrained: str = "") -> nn.Module:
+    """Build a backbone by name: ``"tiny"`` or one of ``TIMM_BACKBONES``."""
+    from contrastseg.models import BACKBONES
+    from contrastseg.registry import lookup
+
+    lookup(BACKBONES, name, "backbone")
+    if name == "tiny":
+        if pretrained:
+            raise ValueError("the tiny backbone has no pretrained weights; use pretrained=''")
+        return TinyBackbone(output_stride=output_stride)
+    return TimmBackbone(name, output_stride=output_stride, pretrained=pretrained)

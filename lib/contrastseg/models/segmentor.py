@@ -1,0 +1,40 @@
+"""Segmentor = backbone + decode head (+ projection heads, added by the contrastive methods)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from contrastseg.models.heads import upsample_to
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Segmentor(nn.Module):
+    """A semantic segmentation network that returns a dict of named outputs.
+
+    Images come in as floats in [0, 1]; the segmentor normalises them with the ImageNet statistics itself, so data
+    code and plots never need to undo a normalisation.
+
+    Shape:
+        images: (B, 3, H, W) float in [0, 1].
+        returns:
+            "logits": (B, K, H, W), upsampled to the input size;
+            "levels": tuple of the backbone's four maps (B, C_l, h_l, w_l), finest first;
+            "decoder": (B, C, h, w), the head's features before its classifier (h, w = the last level's size).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | tuple[torch.Tensor, ...]]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        levels = self.backbone((images - self.mean) / self.std)
+        logits, decoded = self.head(levels[-1])
+        return {"logits": upsample_to(logits, images.shape[-2:]), "levels": levels, "decoder": decoded}

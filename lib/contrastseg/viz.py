@@ -1,0 +1,131 @@
+"""Plots for the notebooks: predictions beside ground truth, per-class IoU bars, t-SNE maps of pixel embeddings.
+
+Every plotting function returns a matplotlib Figure and never calls ``plt.show``; notebooks display it and
+``contrastseg.results.save_figure`` writes it for the report.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+import torch.nn.functional as F
+from matplotlib.patches import Patch
+
+IGNORE_COLOUR = (0, 0, 0)
+
+
+def colorize(labels: np.ndarray | torch.Tensor, palette, ignore_index: int = 255) -> np.ndarray:
+    """Class map to RGB. Shape: labels (H, W) int -> (H, W, 3) uint8; ``ignore_index`` is black."""
+    labels = np.asarray(labels)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    lut[ignore_index] = IGNORE_COLOUR
+    return lut[labels]
+
+
+def class_legend(class_names, palette) -> list[Patch]:
+    handles = [Patch(color=np.asarray(colour) / 255, label=name) for name, colour in zip(class_names, palette)]
+    return handles + [Patch(color=np.asarray(IGNORE_COLOUR) / 255, label="ignore")]
+
+
+def show_predictions(images: torch.Tensor, labels: torch.Tensor, predictions: dict[str, torch.Tensor],
+                     class_names, palette, ignore_index: int = 255) -> plt.Figure:
+    """A grid: one row per image; columns image, ground truth, then one column per named prediction.
+
+    Shape:
+        images: (B, 3, H, W) float in [0, 1]; labels: (B, H, W); predictions: name -> (B, H, W).
+    """
+    columns = ["image", "ground truth", *predictions]
+    rows = images.shape[0]
+    fig, axes = plt.subplots(rows, len(columns), figsize=(2.2 * len(columns) + 1.6, 2.2 * rows), squeeze=False)
+    for row in range(rows):
+        panels = [images[row].permute(1, 2, 0).clamp(0, 1).cpu().numpy(),
+                  colorize(labels[row].cpu(), palette, ignore_index)]
+        panels += [colorize(pred[row].cpu(), palette, ignore_index) for pred in predictions.values()]
+        for ax, panel, title in zip(axes[row], panels, columns):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+    fig.legend(handles=class_legend(class_names, palette), loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
+    return fig
+
+
+def plot_per_class_iou(per_class_iou: dict[str, list], class_names) -> plt.Figure:
+    """Bars of IoU per class, one colour per run name. ``per_class_iou``: name -> list of K values (None = absent)."""
+    rows = [{"class": name, "run": run, "IoU": value}
+            for run, values in per_class_iou.items() for name, value in zip(class_names, values) if value is not None]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(class_names) * max(1, len(per_class_iou) / 2), 3.2))
+    sns.barplot(pd.DataFrame(rows), x="class", y="IoU", hue="run", ax=ax)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8, frameon=False)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def sample_pixel_embeddings(model: torch.nn.Module, dataset, *, output: str = "decoder", per_class: int = 100,
+                            num_images: int = 16, ignore_index: int = 255, seed: int = 0,
+                            device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced sample of pixel embeddings from a model's feature map.
+
+    Labels are taken at the feature map's resolution by nearest-neighbour sampling; ignored pixels are never drawn.
+    Each class gives at most ``per_class`` pixels, drawn without replacement with a seeded generator.
+
+    Returns:
+        embeddings (N, D) float32, L2-normalised; labels (N,) int64.
+    """
+    model.eval()
+    features, labels = [], []
+    for index in range(min(num_images, len(dataset))):
+        image, label = dataset[index]
+        feature_map = model(image.unsqueeze(0).to(device))[output][0].float().cpu()  # (D, h, w)
+        small = F.interpolate(label[None, None].float(), size=feature_map.shape[-2:], mode="nearest")[0, 0].long()
+        features.append(feature_map.flatten(1).T)
+        labels.append(small.flatten())
+    features, labels = torch.cat(features), torch.cat(labels)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for cls in labels.unique():
+        if cls == ignore_index:
+            continue
+        where = (labels == cls).nonzero().squeeze(1)
+        chosen.append(where[torch.randperm(len(where), generator=generator)[:per_class]])
+    chosen = torch.cat(chosen).sort().values
+    embeddings = F.normalize(features[chosen], dim=1)
+    return embeddings.numpy(), labels[chosen].numpy()
+
+
+def tsne_2d(embeddings: np.ndarray, *, seed: int = 0, perplexity: float = 30.0, n_iter: int = 500,
+            n_jobs: int = 2) -> np.ndarray:
+    """openTSNE map to 2-D (FFT gradients, PCA initialisation, deterministic for a seed). Shape: (N, D) -> (N, 2)."""
+    from openTSNE import TSNE
+
+    perplexity = min(perplexity, max(2.0, (len(embeddings) - 1) / 3))
+    tsne = TSNE(n_components=2, perplexity=perplexity, n_iter=n_iter, early_exaggeration_iter=min(250, n_iter // 2),
+                random_state=seed, n_jobs=n_jobs)
+    return np.asarray(tsne.fit(np.ascontiguousarray(embeddings, dtype=np.float64)))
+
+
+def plot_embedding(points: np.ndarray, labels: np.ndarray, class_names, palette, *, title: str = "",
+                   ax: plt.Axes | None = None) -> plt.Figure:
+    """Scatter of a 2-D map coloured by class. Shape: points (N, 2), labels (N,)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 4.0))
+    colours = np.asarray(palette, dtype=float)[labels] / 255
+    ax.scatter(points[:, 0], points[:, 1], c=colours, s=4, linewidths=0)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    present = sorted(set(labels.tolist()))
+    ax.legend(handles=[class_legend(class_names, palette)[c] for c in present], fontsize=7, frameon=False,
+              loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.figure.tight_layout()
+    return ax.figure

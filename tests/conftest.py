@@ -1,0 +1,23 @@
+"""Session-wide test settings: one temporary run store for the whole session, a headless matplotlib, 2 threads.
+
+The run store root is set in the environment before any notebook kernel starts, so nbval's and papermill's kernels
+inherit it and share the session's cached runs instead of training twice.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("MPLBACKEND", "agg")
+os.environ["CONTRASTSEG_RUNS"] = tempfile.mkdtemp(prefix="contrastseg-test-runs-")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch):
+    """A fresh, empty run store for one test."""
+    monkeypatch.setenv("CONTRASTSEG_RUNS", str(tmp_path / "runs"))
+    return tmp_path / "runs"

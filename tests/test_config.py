@@ -1,0 +1,57 @@
+import pytest
+
+from contrastseg.config import ExperimentConfig, demo, preset, smoke
+
+
+@pytest.mark.parametrize("field, value, listed", [
+    ("dataset", "nope", "synthscapes"),
+    ("backbone", "resnet9000", "resnet18"),
+    ("head", "unet", "deeplabv3"),
+    ("method", "magic", "ce"),
+    ("device", "tpu", "cuda"),
+])
+def test_unknown_names_list_the_valid_ones(field, value, listed):
+    with pytest.raises(ValueError, match=listed) as error:
+        ExperimentConfig(**{field: value})
+    assert repr(value) in str(error.value)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("steps", 0), ("batch_size", 0), ("lr", 0.0), ("momentum", 1.0), ("image_size", 8),
+    ("output_stride", 12), ("num_train", -1), ("boundary_width", 0),
+])
+def test_out_of_range_values_are_rejected_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        ExperimentConfig(**{field: value})
+
+
+def test_wrong_types_are_rejected_and_ints_become_floats():
+    with pytest.raises(TypeError, match="steps"):
+        ExperimentConfig(steps="10")
+    with pytest.raises(TypeError, match="amp"):
+        ExperimentConfig(amp=1)
+    assert isinstance(ExperimentConfig(lr=1).lr, float)
+
+
+def test_hash_is_stable_and_ignores_bookkeeping_fields():
+    assert smoke().hash() == smoke().hash()
+    assert smoke().hash() == smoke(num_workers=4, device="cpu", checkpoint_every=7, num_threads=1).hash()
+    assert smoke().hash() != smoke(seed=1).hash()
+    assert smoke().hash() != demo().hash()
+    assert len(smoke().hash()) == 12
+
+
+def test_frozen_round_trip_and_unknown_keys():
+    cfg = demo(seed=3)
+    with pytest.raises(Exception):
+        cfg.seed = 4
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="bogus"):
+        ExperimentConfig.from_dict({"bogus": 1})
+
+
+def test_presets_by_name():
+    assert preset("smoke", steps=5).steps == 5
+    assert preset("demo").backbone == "resnet18"
+    with pytest.raises(ValueError, match="smoke"):
+        preset("huge")
