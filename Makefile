@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 export MPLBACKEND = agg
+# one run store for the suite, JupyterLab and the scripts (tests use their own temporary store)
+export CONTRASTSEG_RUNS ?= $(CURDIR)/runs
 
-.PHONY: setup reproduce test lab clean-runs
+.PHONY: setup reproduce test lab notebooks clean-runs
 
 setup: $(INSTALLED)
 
@@ -23,6 +25,11 @@ reproduce: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# re-execute the committed notebooks at the smoke preset and strip volatile metadata (see contrastseg/nbtools.py)
+NOTEBOOKS ?= $(wildcard notebooks/*.ipynb notebooks/*/*.ipynb)
+notebooks: $(INSTALLED)
+	$(PY) -m contrastseg.nbtools $(NOTEBOOKS)
 
 lab: $(INSTALLED)
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=8888 --ServerApp.root_dir=.

@@ -19,7 +19,7 @@ import pytest
 
 from contrastseg.report import write_report
 from contrastseg.results import load_results, read_records, results_dir_for, save_figure, save_results
-from contrastseg.suite import load_manifest, main, run_suite
+from contrastseg.suite import format_failures, load_manifest, main, run_suite
 
 PARAMS = 'preset = "smoke"\nresults_dir = ""'
 
@@ -241,3 +241,15 @@ def test_report_tables_from_outcome_dicts(tmp_path):
     }
     page = write_report(tmp_path, [outcome], title="T").read_text()
     assert "<th>pixel_contrast</th>" in page and "<th>biou</th>" in page and "0.612" in page
+
+
+def test_the_real_manifest_runs_in_smoke(tmp_path):
+    """Every notebook of notebooks/manifest.yaml runs at the smoke preset and writes its results and the report."""
+    repo = Path(__file__).resolve().parents[1]
+    result = run_suite("smoke", manifest_path=repo / "notebooks" / "manifest.yaml", out_root=tmp_path,
+                             progress=False)
+    assert result.ok, format_failures(result)
+    for outcome in result.outcomes:
+        results = json.loads((Path(outcome.results_dir) / "results.json").read_text())
+        assert results, f"{outcome.notebook} recorded no results"
+    assert result.report_path.is_file()

@@ -128,6 +128,24 @@ def save_figure(fig, results_dir: str | os.PathLike, name: str, dpi: int = 80) -
     return path
 
 
+def show_figure(fig, results_dir: str | os.PathLike, name: str, dpi: int = 72) -> None:
+    """Save a figure like ``save_figure``, display it once as a PNG of the same ``dpi``, and close it.
+
+    Notebooks end their figure cells with this call, so the committed outputs hold one small PNG per figure and no
+    file path.
+    """
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    save_figure(fig, results_dir, name, dpi=dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(data=buffer.getvalue()))
+
+
 def results_dir_for(notebook_name: str) -> Path:
     """Default results folder for a notebook run by hand: ``<runs root>/notebooks/<stem>``.
 

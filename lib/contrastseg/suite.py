@@ -342,7 +342,9 @@ def run_suite(
 
     result = SuiteResult(preset=preset, outcomes=[])
     bar = tqdm(entries, desc=f"suite {preset}", unit="nb", file=sys.stderr, disable=not progress)
-    with _environ(MPLBACKEND="agg"):
+    # the kernels share one run store with the batch: $CONTRASTSEG_RUNS if set, else the batch's out_root
+    runs_store = os.environ.get("CONTRASTSEG_RUNS") or str(Path(out_root).resolve())
+    with _environ(MPLBACKEND="agg", CONTRASTSEG_RUNS=runs_store):
         for entry in bar:
             bar.set_postfix_str(entry.stem)
             result.outcomes.append(run_notebook(entry, preset, preset_dir, force=force))

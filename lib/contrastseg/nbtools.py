@@ -1,0 +1,70 @@
+"""Keep committed notebooks reviewable: execute them at their default (smoke) parameters and strip volatile parts.
+
+A committed notebook carries the outputs of the smoke preset, which nbval compares (only the cells marked
+``NBVAL_CHECK_OUTPUT``) on every test run. Refresh them after changing a notebook::
+
+    python -m contrastseg.nbtools notebooks/00_quickstart.ipynb      # or: make notebooks
+
+Each notebook runs in a fresh temporary run store, as in CI, so its outputs never depend on cached runs. Then the
+tool removes papermill's and the kernel's metadata (timings, timestamps, widget state) and stderr streams (progress
+bars), so a rerun that computes the same numbers changes nothing in git.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+VOLATILE_NOTEBOOK_METADATA = ("papermill", "widgets")
+VOLATILE_CELL_METADATA = ("papermill", "execution")
+
+
+def strip_volatile(notebook) -> None:
+    """Remove timings, widget state and stderr outputs from a notebook (an nbformat node), in place."""
+    for key in VOLATILE_NOTEBOOK_METADATA:
+        notebook.metadata.pop(key, None)
+    for cell in notebook.cells:
+        for key in VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = [out for out in cell.outputs if not (out.output_type == "stream" and out.name == "stderr")]
+
+
+def refresh(path: str | os.PathLike) -> None:
+    """Execute ``path`` in place with its own parameters in a fresh run store, then strip volatile parts."""
+    import nbformat
+    import papermill
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="contrastseg-refresh-") as store:
+        previous = os.environ.get("CONTRASTSEG_RUNS")
+        os.environ["CONTRASTSEG_RUNS"] = store
+        try:
+            papermill.execute_notebook(str(path), str(path), kernel_name="python3", progress_bar=False,
+                                       cwd=str(path.parent))
+        finally:
+            if previous is None:
+                os.environ.pop("CONTRASTSEG_RUNS")
+            else:
+                os.environ["CONTRASTSEG_RUNS"] = previous
+    notebook = nbformat.read(path, as_version=4)
+    strip_volatile(notebook)
+    nbformat.write(notebook, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    for path in args.notebooks:
+        print(f"refreshing {path}", file=sys.stderr)
+        refresh(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
