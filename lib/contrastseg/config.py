@@ -19,6 +19,9 @@ from dataclasses import dataclass, fields
 
 PRESETS = ("smoke", "demo")
 DEVICES = ("auto", "cpu", "cuda")
+ANCHOR_SAMPLINGS = ("hard", "random")
+MEMORIES = ("none", "pixel", "segment", "both")
+MEMORY_SAMPLINGS = ("all", "random", "hardest", "semi_hard")
 
 # Fields that do not change what a run computes (beyond the last float bits), so they stay out of the hash:
 # a run trained with 4 loader workers is the same run as one trained with none.
@@ -43,6 +46,21 @@ class ExperimentConfig:
             default weights, which must already be in the local Hugging Face cache (nothing is downloaded).
     Method:
         method: training objective (``contrastseg.objectives.OBJECTIVES``).
+    Contrastive terms (shared by the contrastive methods):
+        proj_dim: embedding size of the projection head.
+        contrast_weight: weight of the contrastive term in the total loss.
+        contrast_warmup: steps during which the contrastive term has weight 0 (it is still computed and logged).
+        temperature, base_temperature: InfoNCE temperature tau and the scale tau / tau_b of the reference.
+    Pixel contrast (Wang et al. 2021):
+        anchor_sampling: "hard" (segmentation-aware, half mis-predicted) or "random".
+        max_samples, max_views: anchor budget per device and forward pass, and its cap per (image, class).
+        memory: "none" (in-batch contrast only), "pixel", "segment" or "both".
+        memory_size: rows per class in each queue.
+        pixels_per_update: pixels written per (image, class) into the pixel queue.
+        memory_sampling: which memory rows an anchor contrasts with: "all", "random", "hardest" or "semi_hard".
+        num_positives, num_negatives: rows per anchor for the random, hardest and semi-hard samplings.
+        reference_quirks: reproduce the reference code's memory defects (pointer step 1, class 0 dropped, memory
+            rows only without in-batch contrast), to measure what they cost.
     Optimisation (SGD, poly schedule):
         steps, batch_size, lr, momentum, weight_decay, poly_power.
         amp: mixed precision (bf16 autocast) when training on CUDA; ignored on the CPU.
@@ -67,6 +85,23 @@ class ExperimentConfig:
     pretrained: str = ""
 
     method: str = "ce"
+
+    proj_dim: int = 256
+    contrast_weight: float = 0.1
+    contrast_warmup: int = 0
+    temperature: float = 0.1
+    base_temperature: float = 0.07
+
+    anchor_sampling: str = "hard"
+    max_samples: int = 1024
+    max_views: int = 100
+    memory: str = "none"
+    memory_size: int = 5000
+    pixels_per_update: int = 10
+    memory_sampling: str = "all"
+    num_positives: int = 1024
+    num_negatives: int = 2048
+    reference_quirks: bool = False
 
     steps: int = 300
     batch_size: int = 8
@@ -115,6 +150,7 @@ def smoke(**overrides) -> ExperimentConfig:
     base = ExperimentConfig(
         image_size=64, num_train=256, num_val=64, backbone="tiny", head="fcn",
         steps=300, batch_size=8, lr=0.02, checkpoint_every=100,
+        proj_dim=32, max_samples=256, max_views=16, memory_size=256, num_positives=128, num_negatives=256,
     )
     return base.replace(**overrides)
 
@@ -157,6 +193,9 @@ def _check_names(cfg: ExperimentConfig) -> None:
     lookup(HEADS, cfg.head, "head")
     lookup(OBJECTIVES, cfg.method, "method")
     lookup(dict.fromkeys(DEVICES), cfg.device, "device")
+    lookup(dict.fromkeys(ANCHOR_SAMPLINGS), cfg.anchor_sampling, "anchor sampling")
+    lookup(dict.fromkeys(MEMORIES), cfg.memory, "memory")
+    lookup(dict.fromkeys(MEMORY_SAMPLINGS), cfg.memory_sampling, "memory sampling")
 
 
 def _check_ranges(cfg: ExperimentConfig) -> None:
@@ -175,6 +214,17 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("num_workers", cfg.num_workers >= 0, ">= 0"),
         ("checkpoint_every", cfg.checkpoint_every >= 1, ">= 1"),
         ("boundary_width", cfg.boundary_width >= 1, ">= 1"),
+        ("proj_dim", cfg.proj_dim >= 1, ">= 1"),
+        ("contrast_weight", cfg.contrast_weight >= 0, ">= 0"),
+        ("contrast_warmup", cfg.contrast_warmup >= 0, ">= 0"),
+        ("temperature", cfg.temperature > 0, "> 0"),
+        ("base_temperature", cfg.base_temperature > 0, "> 0"),
+        ("max_samples", cfg.max_samples >= 1, ">= 1"),
+        ("max_views", cfg.max_views >= 1, ">= 1"),
+        ("memory_size", cfg.memory_size >= 1, ">= 1"),
+        ("pixels_per_update", 1 <= cfg.pixels_per_update <= cfg.memory_size, "in [1, memory_size]"),
+        ("num_positives", cfg.num_positives >= 1, ">= 1"),
+        ("num_negatives", cfg.num_negatives >= 1, ">= 1"),
     ]
     if cfg.dataset == "synthscapes" and not cfg.data_root:
         from contrastseg.data.synthscapes import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE

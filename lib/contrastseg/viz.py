@@ -77,7 +77,12 @@ def sample_pixel_embeddings(model: torch.nn.Module, dataset, *, output: str = "d
     """Class-balanced sample of pixel embeddings from a model's feature map.
 
     Labels are taken at the feature map's resolution by nearest-neighbour sampling; ignored pixels are never drawn.
-    Each class gives at most ``per_class`` pixels, drawn without replacement with a seeded generator.
+    Each class gives at most ``per_class`` pixels, drawn without replacement with a seeded generator, so two models
+    with feature maps of the same size give the same pixels.
+
+    Args:
+        output: "decoder" (the head's features), "backbone" (the backbone's last level) or "embedding" (the
+            projection head's, for the contrastive methods).
 
     Returns:
         embeddings (N, D) float32, L2-normalised; labels (N,) int64.
@@ -86,7 +91,8 @@ def sample_pixel_embeddings(model: torch.nn.Module, dataset, *, output: str = "d
     features, labels = [], []
     for index in range(min(num_images, len(dataset))):
         image, label = dataset[index]
-        feature_map = model(image.unsqueeze(0).to(device))[output][0].float().cpu()  # (D, h, w)
+        outputs = model(image.unsqueeze(0).to(device), with_embedding=output == "embedding")
+        feature_map = (outputs["levels"][-1] if output == "backbone" else outputs[output])[0].float().cpu()  # (D, h, w)
         small = F.interpolate(label[None, None].float(), size=feature_map.shape[-2:], mode="nearest")[0, 0].long()
         features.append(feature_map.flatten(1).T)
         labels.append(small.flatten())
@@ -101,6 +107,20 @@ def sample_pixel_embeddings(model: torch.nn.Module, dataset, *, output: str = "d
     chosen = torch.cat(chosen).sort().values
     embeddings = F.normalize(features[chosen], dim=1)
     return embeddings.numpy(), labels[chosen].numpy()
+
+
+def knn_accuracy(embeddings: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Leave-one-out k-nearest-neighbour accuracy under cosine similarity (majority vote, ties to the nearest).
+
+    Shape: embeddings (N, D) L2-normalised, labels (N,).
+    """
+    x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+    similarity = x @ x.T
+    similarity.fill_diagonal_(-float("inf"))
+    neighbours = torch.from_numpy(np.asarray(labels))[similarity.topk(k, dim=1).indices]  # (N, k), nearest first
+    votes = F.one_hot(neighbours, int(neighbours.max()) + 1).float()  # (N, k, C)
+    predicted = (votes.sum(1) + 1e-3 * votes[:, 0]).argmax(1)  # the nearest neighbour breaks ties
+    return float((predicted == torch.from_numpy(np.asarray(labels))).float().mean())
 
 
 def tsne_2d(embeddings: np.ndarray, *, seed: int = 0, perplexity: float = 30.0, n_iter: int = 500,

@@ -23,7 +23,8 @@ from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
 from contrastseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from contrastseg.engine.evaluate import autocast_for, evaluate
 from contrastseg.models import build_segmentor
-from contrastseg.objectives import build_objective, weighted_total
+from contrastseg.objectives import OBJECTIVES, build_objective, weighted_total
+from contrastseg.registry import lookup
 
 CHECKPOINT_NAME = "last.ckpt"
 LOG_NAME = "log.jsonl"
@@ -48,8 +49,10 @@ def poly_lr(base_lr: float, step: int, total_steps: int, power: float) -> float:
 
 
 def build_model(cfg: ExperimentConfig) -> torch.nn.Module:
+    """The Segmentor of ``cfg``, with a projection head when the method needs one."""
+    proj_dim = cfg.proj_dim if lookup(OBJECTIVES, cfg.method, "method").uses_projection else 0
     return build_segmentor(cfg.backbone, cfg.head, dataset_info(cfg.dataset).num_classes, cfg.output_stride,
-                           cfg.pretrained)
+                           cfg.pretrained, proj_dim=proj_dim)
 
 
 def build_split(cfg: ExperimentConfig, split: str, length: int):
@@ -82,9 +85,9 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     info = dataset_info(cfg.dataset)
 
     model = build_model(cfg).to(device)
-    objective = build_objective(cfg.method, info.ignore_index).to(device)
+    objective = build_objective(cfg, info.num_classes, info.ignore_index).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    start_step, elapsed = resume(cfg, run_dir, model, optimizer)
+    start_step, elapsed = resume(cfg, run_dir, model, objective, optimizer)
 
     train_set = SeededAugmentation(build_split(cfg, "train", cfg.num_train), train_transform(cfg.image_size), cfg.seed)
     sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, cfg.seed, start_step)
@@ -101,25 +104,17 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         lr = poly_lr(cfg.lr, step, cfg.steps, cfg.poly_power)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with autocast_for(device, cfg.amp):
-            outputs = model(images)
-        terms = objective(outputs, labels, step)
-        total = weighted_total(terms, objective.weights(step))
-        values = {name: value.item() for name, value in terms.items()} | {"loss": total.item()}
+        values = training_step(model, objective, optimizer, images, labels, step, lr, cfg.amp)
         if not all(math.isfinite(v) for v in values.values()):
             raise NonFiniteLossError(non_finite_message(step, values, run_dir / CHECKPOINT_NAME))
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
         step += 1
         elapsed += time.perf_counter() - began
         log.write({"step": step, "lr": lr, **values, "seconds": time.perf_counter() - began})
         bar.update()
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(checkpoint_state(cfg, model, optimizer, step, elapsed), run_dir / CHECKPOINT_NAME)
+            save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed),
+                            run_dir / CHECKPOINT_NAME)
         if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
             bar.close()
             return None
@@ -141,8 +136,40 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     return metrics
 
 
-def resume(cfg: ExperimentConfig, run_dir: Path, model, optimizer) -> tuple[int, float]:
-    """Load ``last.ckpt`` into model and optimizer if it exists; return (step, training seconds so far)."""
+def training_step(model, objective, optimizer, images: torch.Tensor, labels: torch.Tensor, step: int, lr: float,
+                  amp: bool = True) -> dict[str, float]:
+    """One optimisation step: forward (bf16 autocast on CUDA), named loss terms, backward, update, memory writes.
+
+    The update is skipped when a term is not finite, so the weights stay those of the last good step; the caller
+    sees it in the returned values. On CUDA the step ends with a synchronisation, so the wall time around it is the
+    step's time.
+
+    Returns:
+        Every term's value by name, and "loss" (the weighted total).
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast_for(images.device, amp):
+        outputs = model(images)
+    terms = objective(outputs, labels, step)
+    total = weighted_total(terms, objective.weights(step))
+    values = {name: value.item() for name, value in terms.items()} | {"loss": total.item()}
+    if all(math.isfinite(v) for v in values.values()):
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        objective.after_step(outputs, labels)
+        if images.device.type == "cuda":
+            torch.cuda.synchronize(images.device)
+    return values
+
+
+def resume(cfg: ExperimentConfig, run_dir: Path, model, objective, optimizer) -> tuple[int, float]:
+    """Load ``last.ckpt`` into model, objective (memory banks) and optimizer if it exists.
+
+    Returns:
+        (step, training seconds so far); (0, 0.0) without a checkpoint.
+    """
     path = run_dir / CHECKPOINT_NAME
     if not path.exists():
         return 0, 0.0
@@ -150,6 +177,7 @@ def resume(cfg: ExperimentConfig, run_dir: Path, model, optimizer) -> tuple[int,
     if state.get("config_hash") != cfg.hash():
         raise ValueError(f"checkpoint {path} belongs to config {state.get('config_hash')}, not {cfg.hash()}")
     model.load_state_dict(state["model"])
+    objective.load_state_dict(state["objective"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["cpu"])  # dropout and other in-model randomness continue where they were
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():
@@ -157,10 +185,11 @@ def resume(cfg: ExperimentConfig, run_dir: Path, model, optimizer) -> tuple[int,
     return state["step"], state.get("train_seconds", 0.0)
 
 
-def checkpoint_state(cfg: ExperimentConfig, model, optimizer, step: int, elapsed: float) -> dict:
+def checkpoint_state(cfg: ExperimentConfig, model, objective, optimizer, step: int, elapsed: float) -> dict:
     rng = {"cpu": torch.get_rng_state(),
            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "rng": rng,
+    return {"model": model.state_dict(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+            "step": step, "rng": rng,
             "train_seconds": elapsed, "config": cfg.to_dict(), "config_hash": cfg.hash()}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contrastseg.models.backbones import TIMM_BACKBONES, TimmBackbone, TinyBackbone, build_backbone
 from contrastseg.models.heads import DeepLabV3Head, FCNHead
+from contrastseg.models.projection import ProjectionHead
 from contrastseg.models.segmentor import Segmentor
 from contrastseg.registry import lookup
 
@@ -19,11 +20,15 @@ def build_head(name: str, in_channels: int, num_classes: int, output_stride: int
 
 
 def build_segmentor(backbone: str, head: str, num_classes: int, output_stride: int = 8,
-                    pretrained: str = "") -> Segmentor:
-    """Build a Segmentor from names; unknown names raise an error listing the valid ones."""
+                    pretrained: str = "", proj_dim: int = 0) -> Segmentor:
+    """Build a Segmentor from names; unknown names raise an error listing the valid ones.
+
+    ``proj_dim > 0`` adds a projection head on the backbone's last level (for the contrastive methods).
+    """
     body = build_backbone(backbone, output_stride=output_stride, pretrained=pretrained)
-    return Segmentor(body, build_head(head, body.channels[-1], num_classes, output_stride))
+    projection = ProjectionHead(body.channels[-1], proj_dim) if proj_dim else None
+    return Segmentor(body, build_head(head, body.channels[-1], num_classes, output_stride), projection)
 
 
-__all__ = ["BACKBONES", "HEADS", "Segmentor", "TinyBackbone", "TimmBackbone", "FCNHead", "DeepLabV3Head",
+__all__ = ["BACKBONES", "HEADS", "Segmentor", "ProjectionHead", "TinyBackbone", "TimmBackbone", "FCNHead", "DeepLabV3Head",
            "build_backbone", "build_head", "build_segmentor"]

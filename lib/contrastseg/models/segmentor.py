@@ -1,4 +1,4 @@
-"""Segmentor = backbone + decode head (+ projection heads, added by the contrastive methods)."""
+"""Segmentor = backbone + decode head (+ a projection head for the contrastive methods)."""
 
 from __future__ import annotations
 
@@ -15,26 +15,37 @@ class Segmentor(nn.Module):
     """A semantic segmentation network that returns a dict of named outputs.
 
     Images come in as floats in [0, 1]; the segmentor normalises them with the ImageNet statistics itself, so data
-    code and plots never need to undo a normalisation.
+    code and plots never need to undo a normalisation. The projection head, when there is one, sees the backbone's
+    last level (the features the reference attaches it to for DeepLabV3) and runs only while training, or when
+    ``with_embedding=True`` is passed (for t-SNE plots of a trained model).
 
     Shape:
         images: (B, 3, H, W) float in [0, 1].
         returns:
             "logits": (B, K, H, W), upsampled to the input size;
+            "coarse_logits": (B, K, h, w), at the head's resolution (h, w = the last level's size);
             "levels": tuple of the backbone's four maps (B, C_l, h_l, w_l), finest first;
-            "decoder": (B, C, h, w), the head's features before its classifier (h, w = the last level's size).
+            "decoder": (B, C, h, w), the head's features before its classifier;
+            "embedding": (B, D, h, w) unit-norm, only with a projection head while training (or when asked).
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, projection: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.projection = projection
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | tuple[torch.Tensor, ...]]:
+    def forward(self, images: torch.Tensor, with_embedding: bool | None = None) -> dict:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         levels = self.backbone((images - self.mean) / self.std)
-        logits, decoded = self.head(levels[-1])
-        return {"logits": upsample_to(logits, images.shape[-2:]), "levels": levels, "decoder": decoded}
+        coarse_logits, decoded = self.head(levels[-1])
+        outputs = {"logits": upsample_to(coarse_logits, images.shape[-2:]), "coarse_logits": coarse_logits,
+                   "levels": levels, "decoder": decoded}
+        if with_embedding is None:
+            with_embedding = self.training
+        if with_embedding and self.projection is not None:
+            outputs["embedding"] = self.projection(levels[-1])
+        return outputs

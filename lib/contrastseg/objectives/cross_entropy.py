@@ -1,0 +1,49 @@
+"""The supervised baseline, and the base class that every objective extends."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AUX_WEIGHT = 0.4  # weight of an auxiliary head's CE, as in the reference code and the DeepLab/OCR literature
+
+
+class CrossEntropyObjective(nn.Module):
+    """Pixel-wise cross-entropy with an ignore index (+ 0.4 x the CE of an auxiliary head when the model has one).
+
+    Every objective follows the same protocol:
+
+    * ``forward(outputs, labels, step) -> dict[str, Tensor]``: the unweighted scalar terms, by name;
+    * ``weights(step) -> dict[str, float]``: the weight of each term at that step (warm-ups live here);
+    * ``after_step(outputs, labels)``: state updates after the loss (memory banks); a no-op here;
+    * ``uses_projection``: whether the model needs a projection head (``outputs["embedding"]``);
+    * ``from_config(cfg, num_classes, ignore_index)``: the one adapter from an ExperimentConfig to keyword arguments.
+
+    Shape:
+        outputs["logits"]: (B, K, H, W); optional outputs["aux_logits"]: (B, K, H, W);
+        labels: (B, H, W) int64 in [0, K) or ``ignore_index``.
+    """
+
+    uses_projection = False
+
+    def __init__(self, num_classes: int, ignore_index: int = 255):
+        super().__init__()
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int, ignore_index: int = 255) -> "CrossEntropyObjective":
+        return cls(num_classes, ignore_index)
+
+    def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        terms = {"ce": F.cross_entropy(outputs["logits"].float(), labels, ignore_index=self.ignore_index)}
+        if "aux_logits" in outputs:
+            terms["aux_ce"] = F.cross_entropy(outputs["aux_logits"].float(), labels, ignore_index=self.ignore_index)
+        return terms
+
+    def weights(self, step: int) -> dict[str, float]:
+        return {"ce": 1.0, "aux_ce": AUX_WEIGHT}
+
+    def after_step(self, outputs: dict, labels: torch.Tensor) -> None:
+        """Nothing to update for plain cross-entropy."""

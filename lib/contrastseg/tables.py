@@ -1,0 +1,71 @@
+"""Table notebooks: train each row of a table over several seeds, summarise, put reported numbers beside ours.
+
+A table is a dict of row name -> config overrides. ``train_rows`` trains (or loads from the run store) every
+(row, seed) pair on one preset and returns one record per pair; ``summarize`` gives mean and standard deviation per
+row; ``reported_numbers`` returns what the papers' authors or others reported for the same table, with source and
+verification status (``reported_numbers.yaml``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+import yaml
+
+from contrastseg import runs
+from contrastseg.config import preset as preset_config
+
+METRICS = ("miou", "pixel_accuracy", "boundary_iou")
+
+
+def train_rows(rows: dict[str, dict], preset: str, seeds: list[int], *, steps: int = 0,
+               progress: bool = True) -> pd.DataFrame:
+    """Train every (row, seed) and collect its val metrics.
+
+    Args:
+        rows: row name -> ExperimentConfig overrides (on top of the preset).
+        preset: "smoke" or "demo".
+        seeds: one run per seed and row.
+        steps: override of the preset's steps (0 keeps them).
+
+    Returns:
+        One record per (row, seed): row, seed, miou, pixel_accuracy, boundary_iou, seconds_per_step, config.
+    """
+    records = []
+    for name, overrides in rows.items():
+        for seed in seeds:
+            changes = overrides | {"seed": seed} | ({"steps": steps} if steps else {})
+            cfg = preset_config(preset, **changes)
+            result = runs.get_or_train(cfg, progress=progress)
+            val = result.metrics["val"]
+            records.append({"row": name, "seed": seed, **{m: val[m] for m in METRICS},
+                            "seconds_per_step": result.metrics["train_seconds"] / cfg.steps,
+                            "config": cfg.hash()})
+    return pd.DataFrame.from_records(records)
+
+
+def summarize(per_seed: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
+    """Mean and standard deviation (ddof=1; 0 with one seed) per row, rows in their original order."""
+    order = list(dict.fromkeys(per_seed["row"]))
+    grouped = per_seed.groupby("row", sort=False)
+    table = pd.DataFrame(index=pd.Index(order, name="row"))
+    for metric in metrics:
+        table[f"{metric}_mean"] = grouped[metric].mean()
+        table[f"{metric}_std"] = grouped[metric].std(ddof=1).fillna(0.0)
+    table["seeds"] = grouped["seed"].count()
+    return table
+
+
+def reported_numbers(paper: str, table: str) -> pd.DataFrame:
+    """Numbers reported elsewhere for ``table`` of ``paper``: row, setting, metric, value, source, label, verified."""
+    text = resources.files("contrastseg").joinpath("reported_numbers.yaml").read_text()
+    entries = [e for e in yaml.safe_load(text) if e["paper"] == paper and e["table"] == table]
+    columns = ["row", "setting", "metric", "value", "source", "label", "verified"]
+    return pd.DataFrame.from_records(entries, columns=columns)
+
+
+def format_summary(summary: pd.DataFrame, metric: str = "miou") -> list[str]:
+    """One line per row, ``name: mean +- std`` with 3 decimals, for the nbval-checked summary cell."""
+    return [f"{row}: {summary.loc[row, f'{metric}_mean']:.3f} +- {summary.loc[row, f'{metric}_std']:.3f}"
+            for row in summary.index]
