@@ -62,14 +62,13 @@ TOLERANCE = 1e-5
 def import_vectorised():
     """The vectorised sampler and memory bank of "ours"; a clear ImportError while they do not exist."""
     try:
-        from contrastseg.memory import ClassMemory
-        from contrastseg.samplers import hard_anchor_sampling
+        from contrastseg.memory import PixelSegmentMemory
+        from contrastseg.samplers import gather_pixels, hard_anchor_sampling
     except ImportError as error:
         raise ImportError(
-            "the full pixel-contrast benchmark needs contrastseg.samplers.hard_anchor_sampling and "
-            f"contrastseg.memory.ClassMemory, which cannot be imported ({error}); "
-            "run with --loss-only to benchmark the loss alone") from error
-    return hard_anchor_sampling, ClassMemory
+            "the full pixel-contrast benchmark needs contrastseg.samplers and contrastseg.memory, which cannot be "
+            f"imported ({error}); run with --loss-only to benchmark the loss alone") from error
+    return hard_anchor_sampling, gather_pixels, PixelSegmentMemory
 
 
 class PhaseTimer:
@@ -123,13 +122,12 @@ def build_step(implementation: str, scale: dict, scene: dict, device: torch.devi
     sizes = {}
 
     if implementation == "ours":
-        hard_anchor_sampling, ClassMemory = import_vectorised()
-        memories = [ClassMemory(classes, dim, size, pixels_per_update=scale["pixels_per_update"], kind=kind)
-                    for kind in ("segment", "pixel")]
+        hard_anchor_sampling, gather_pixels, PixelSegmentMemory = import_vectorised()
+        memory = PixelSegmentMemory(classes, dim, size, kinds="both", pixels_per_update=scale["pixels_per_update"])
         generator = torch.Generator().manual_seed(1)
-        for memory in memories:
-            fill_with_random_rows(memory, generator)
-        memories = [memory.to(device) for memory in memories]
+        for queue in memory.memories.values():
+            fill_with_random_rows(queue, generator)
+        memory = memory.to(device)
         loss_fn = PixelContrastLoss(TEMPERATURE, BASE_TEMPERATURE)
 
         def step() -> dict[str, float]:
@@ -137,15 +135,12 @@ def build_step(implementation: str, scale: dict, scene: dict, device: torch.devi
             timer = PhaseTimer(device)
             sample = hard_anchor_sampling(labels, predictions, scale["max_samples"], scale["max_views"],
                                           ignore_index=IGNORE_INDEX)
-            anchors = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)[sample.indices]
+            anchors = gather_pixels(embeddings, sample.indices)
             timer.mark("sample")
-            contents = [memory.contents() for memory in memories]
-            rows = torch.cat([rows for rows, _ in contents])
-            row_labels = torch.cat([row_labels for _, row_labels in contents])
+            rows, row_labels = memory.contents()
             loss_fn(anchors, sample.labels, rows, row_labels).backward()
             timer.mark("loss")
-            for memory in memories:
-                memory.update(embeddings.detach(), labels)
+            memory.update(embeddings.detach(), labels)
             timer.mark("update")
             sizes.update(anchors=len(anchors), memory_rows=len(rows))
             return timer.phases

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastseg.losses import PixelContrastLoss
-from contrastseg.losses.functional import default_chunk_size, pixel_contrast
+from contrastseg.losses.functional import SIMILARITY_BUDGET, default_chunk_size, pixel_contrast
 
 
 def loop_reference(anchors, anchor_labels, contrast, contrast_labels, temperature=0.1, base_temperature=0.07,
@@ -264,9 +264,10 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_default_chunk_size_follows_the_budget():
-    assert default_chunk_size(190_000) == 2**24 // 190_000
+    assert default_chunk_size(190_000) == SIMILARITY_BUDGET // 190_000
+    assert default_chunk_size(190_000, budget=2**24) == 88
     assert default_chunk_size(10**9) == 1
-    assert default_chunk_size(0) == 2**24
+    assert default_chunk_size(0) == SIMILARITY_BUDGET
 
 
 def test_benchmark_loss_only_agrees_with_the_dense_loop_reference():

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-SIMILARITY_BUDGET = 2**24
-"""Default number of anchor x contrast similarities held at once (in float32 about 130 MB of working memory)."""
+SIMILARITY_BUDGET = 2**22
+"""Default number of anchor x contrast similarities held at once (about 8 bytes each of working memory: 32 MB)."""
 
 
 def default_chunk_size(num_contrast: int, budget: int = SIMILARITY_BUDGET) -> int:
