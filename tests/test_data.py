@@ -61,8 +61,8 @@ def test_same_sample_is_bit_identical_in_any_order():
     for (image_a, label_a), (image_b, label_b) in zip(forward, backward):
         assert np.array_equal(image_a, image_b) and np.array_equal(label_a, label_b)
     image, label = again[2]
-    assert torch.equal(image, torch.from_numpy(forward[2][0]).permute(2, 0, 1).float() / 255)
-    assert torch.equal(label, torch.from_numpy(forward[2][1]).long())
+    assert torch.equal(image, torch.from_numpy(forward[2][0].copy()).permute(2, 0, 1).float() / 255)
+    assert torch.equal(label, torch.from_numpy(forward[2][1].copy()).long())
 
 
 def _render_in_child(args):
@@ -341,3 +341,15 @@ def test_transform_on_synthscapes_keeps_ignore_regions():
     out_image, out_label = transform(image, label)
     assert set(out_label.unique().tolist()) <= set(label.unique().tolist()) | {IGNORE_INDEX}
     assert out_image.dtype == torch.float32 and 0 <= out_image.min() and out_image.max() <= 1
+
+
+def test_rendered_samples_are_cached_read_only_and_equal_to_fresh_renders():
+    cached = SynthScapes("train", image_size=64, length=8)
+    first, again = cached.render(3), cached.render(3)
+    assert first[0] is again[0] and not first[0].flags.writeable
+    fresh = SynthScapes("train", image_size=64, length=8).render(3)  # a new instance renders anew
+    assert np.array_equal(first[0], fresh[0]) and np.array_equal(first[1], fresh[1])
+    image, label = cached[3]
+    image += 1  # the tensors handed out are copies: the cache is untouched
+    assert np.array_equal(cached.render(3)[0], fresh[0])
+    assert SynthScapes("unlabeled", image_size=512)._cache is None  # 2048 x 512 px would not fit

@@ -88,6 +88,8 @@ HOOD_PROBABILITY = 0.4  # chance of the ego-vehicle hood at the bottom (ignored)
 MAX_CLUTTER = 3  # small unlabelled blobs (ignored), 0..MAX_CLUTTER per image
 WINDOW_MIN_SIZE = 1 / 128  # windows smaller than this are not drawn (same at every image size)
 
+CACHE_BYTES = 512 * 2**20  # rendered samples of a split are cached when they fit in this many bytes
+
 KNOBS = (
     "PIXEL_NOISE_STD", "BLUR_PROBABILITY", "BLUR_SIGMA", "LIGHTING_GAIN", "LIGHTING_GRADIENT", "MAX_SHADOWS",
     "SHADOW_DARKENING", "CURB_PROBABILITY", "LANE_MARKING_PROBABILITY", "MAX_CARS", "MAX_PEOPLE", "MAX_POLES",
@@ -114,6 +116,9 @@ class SynthScapes(Dataset):
         seed: data set seed; with the split and the index it fixes each sample.
         transform: joint callable ``(image, label) -> (image, label)`` applied to the tensors.
 
+    Rendered samples are kept in memory (as uint8 arrays) when the whole split fits in ``CACHE_BYTES``, since a
+    training run renders each image once per epoch otherwise; the cache is per instance (and per loader worker).
+
     Shape:
         image: (3, H, W) float32 in [0, 1].
         label: (H, W) int64, values in [0, NUM_CLASSES) or IGNORE_INDEX (255).
@@ -131,6 +136,7 @@ class SynthScapes(Dataset):
             raise ValueError(f"length must be >= 0, got {length}")
         self.split, self.image_size, self.length, self.seed = split, int(image_size), int(length), int(seed)
         self.transform = transform
+        self._cache = {} if self.length * self.image_size**2 * 4 <= CACHE_BYTES else None
 
     def __len__(self) -> int:
         return self.length
@@ -139,8 +145,15 @@ class SynthScapes(Dataset):
         """Sample ``index`` as arrays: image (H, W, 3) uint8 and label (H, W) uint8 (255 = ignore)."""
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for SynthScapes {self.split!r} of length {self.length}")
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
         seed_sequence = np.random.SeedSequence([self.seed, SPLIT_IDS[self.split], int(index)])
-        return render_scene(seed_sequence, self.image_size)
+        sample = render_scene(seed_sequence, self.image_size)
+        if self._cache is not None:
+            for array in sample:
+                array.flags.writeable = False  # callers get views of the cached arrays
+            self._cache[index] = sample
+        return sample
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = int(index)
