@@ -1,6 +1,6 @@
 """Training step time (and GPU memory) of each method against CE-only, side by side in one process.
 
-    python benchmarks/step_time.py --preset demo --device cpu --steps 5
+    python benchmarks/step_time.py --preset demo --device cpu --steps 5 --full-memory
     python benchmarks/step_time.py --preset demo --device cuda --steps 30 \
         --methods ce pixel_contrast pixel_contrast:memory=both
 
@@ -29,6 +29,9 @@ from contrastseg.data import dataset_info
 from contrastseg.engine.train import build_model, build_split, resolve_device, training_step
 from contrastseg.objectives import build_objective
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pixel_contrast import fill_with_random_rows  # noqa: E402
+
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
 
 
@@ -45,7 +48,8 @@ def parse_method(spec: str) -> tuple[str, dict]:
     return method, overrides
 
 
-def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup: int, threads: int) -> dict:
+def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup: int, threads: int,
+            full_memory: bool = False) -> dict:
     torch.manual_seed(0)
     runs = {}
     for spec in specs:
@@ -54,7 +58,11 @@ def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup:
         info = dataset_info(cfg.dataset)
         target = resolve_device(cfg.device)
         model = build_model(cfg).to(target).train()
-        objective = build_objective(cfg, info.num_classes, info.ignore_index).to(target)
+        objective = build_objective(cfg, info.num_classes, info.ignore_index)
+        if full_memory and getattr(objective, "memory", None) is not None:
+            for queue in objective.memory.memories.values():  # every slot filled: the cost of a late step
+                fill_with_random_rows(queue, torch.Generator().manual_seed(0))
+        objective = objective.to(target)
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay)
         runs[spec] = {"cfg": cfg, "model": model, "objective": objective, "optimizer": optimizer, "times": [],
@@ -96,14 +104,14 @@ def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup:
         f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__, "python": platform.python_version(), "steps": steps, "warmup": warmup,
         "batch_size": first.batch_size, "image_size": first.image_size, "backbone": first.backbone,
-        "head": first.head, "command": " ".join(["python", *sys.argv]), "rows": rows,
+        "head": first.head, "full_memory": full_memory, "command": " ".join(["python", *sys.argv]), "rows": rows,
     }
 
 
 def print_table(result: dict) -> None:
     print(f"{result['preset']} preset, {result['backbone']} + {result['head']}, {result['image_size']} px, "
           f"batch {result['batch_size']}, {result['device']}, torch {result['torch']}, "
-          f"median of {result['steps']} steps")
+          f"median of {result['steps']} steps, memory {'full' if result['full_memory'] else 'filling from empty'}")
     print(f"{'method':45s} {'ms/step':>10s} {'ratio':>7s} {'overhead':>9s} {'peak MB':>8s}")
     for row in result["rows"]:
         peak = "-" if row["step_peak_mb"] is None else f"{row['step_peak_mb']:.0f}"
@@ -119,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per method")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (0 = torch's default)")
+    parser.add_argument("--full-memory", action="store_true",
+                        help="fill every memory queue first (random unit rows), as late in training")
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/step_time_<preset>_<dev>.json)")
     args = parser.parse_args(argv)
-    result = measure(args.preset, args.methods, args.device, args.steps, args.warmup, args.threads)
+    result = measure(args.preset, args.methods, args.device, args.steps, args.warmup, args.threads,
+                     args.full_memory)
     print_table(result)
     device_tag = "cuda" if result["device"].startswith(("NVIDIA", "Tesla")) else "cpu"
     out = args.out or Path(__file__).parent / "results" / f"step_time_{args.preset}_{device_tag}.json"

@@ -1,9 +1,11 @@
-"""Samplers for pixel contrast, separate from the loss math: they return indices or masks, under ``no_grad``.
+"""Samplers, separate from the loss math: they return indices or masks, under ``no_grad``.
 
 * ``hard_anchor``: which pixels of an embedding map are anchors (segmentation-aware hard anchors, or uniform).
 * ``memory_selection``: which memory rows each anchor is contrasted with (all, random, hardest, semi-hard).
+* ``distance``: exact batched Euclidean distance transform (BANE's boundary distances, Contextrast).
 """
 
+from contrastseg.samplers.distance import DISTANCE_BUDGET, distance_transform
 from contrastseg.samplers.hard_anchor import (AnchorSample, downsample_labels, gather_pixels, hard_anchor_sampling,
                                               random_anchor_sampling, random_permutation, sample_within_groups)
 from contrastseg.samplers.memory_selection import CONTRAST_MODES, select_contrast
@@ -11,6 +13,8 @@ from contrastseg.samplers.memory_selection import CONTRAST_MODES, select_contras
 __all__ = [
     "AnchorSample",
     "CONTRAST_MODES",
+    "DISTANCE_BUDGET",
+    "distance_transform",
     "downsample_labels",
     "gather_pixels",
     "hard_anchor_sampling",
