@@ -43,3 +43,15 @@ def test_local_weights_file_is_loaded_by_path(tmp_path):
     loaded = build_segmentor("resnet18", "fcn", 3, pretrained=str(path))
     for name, value in source.backbone.body.state_dict().items():
         assert torch.equal(value, loaded.backbone.body.state_dict()[name]), name
+
+
+def test_one_projection_head_per_level_only_while_training():
+    model = build_segmentor("tiny", "fcn", num_classes=3, proj_dim=8, proj_levels=4)
+    images = torch.rand(2, 3, 64, 64)
+    outputs = model.train()(images)
+    assert [e.shape for e in outputs["level_embeddings"]] == [(2, 8, 16, 16), (2, 8, 8, 8), (2, 8, 8, 8), (2, 8, 8, 8)]
+    assert torch.allclose(outputs["level_embeddings"][0].norm(dim=1), torch.ones(2, 16, 16), atol=1e-5)
+    assert outputs["embedding"] is outputs["level_embeddings"][-1]
+    assert "level_embeddings" not in model.eval()(images)
+    with pytest.raises(ValueError, match="proj_levels"):
+        build_segmentor("tiny", "fcn", num_classes=3, proj_dim=8, proj_levels=5)

@@ -49,9 +49,9 @@ def test_memory_joins_the_contrast_set_after_the_first_step():
 
 
 def test_projection_head_only_for_contrastive_methods_and_only_while_training():
-    assert build_model(smoke()).projection is None
+    assert build_model(smoke()).projections is None
     model = build_model(smoke(method="pixel_contrast"))
-    assert model.projection is not None
+    assert len(model.projections) == 1
     images = torch.rand(2, 3, 64, 64)
     assert model.train()(images)["embedding"].shape == (2, 32, 8, 8)
     assert "embedding" not in model.eval()(images)

@@ -50,9 +50,9 @@ def poly_lr(base_lr: float, step: int, total_steps: int, power: float) -> float:
 
 def build_model(cfg: ExperimentConfig) -> torch.nn.Module:
     """The Segmentor of ``cfg``, with a projection head when the method needs one."""
-    proj_dim = cfg.proj_dim if lookup(OBJECTIVES, cfg.method, "method").uses_projection else 0
+    levels = lookup(OBJECTIVES, cfg.method, "method").projection_levels
     return build_segmentor(cfg.backbone, cfg.head, dataset_info(cfg.dataset).num_classes, cfg.output_stride,
-                           cfg.pretrained, proj_dim=proj_dim)
+                           cfg.pretrained, proj_dim=cfg.proj_dim if levels else 0, proj_levels=max(levels, 1))
 
 
 def build_split(cfg: ExperimentConfig, split: str, length: int):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from contrastseg.models.backbones import TIMM_BACKBONES, TimmBackbone, TinyBackbone, build_backbone
 from contrastseg.models.heads import DeepLabV3Head, FCNHead
 from contrastseg.models.projection import ProjectionHead
@@ -20,14 +22,18 @@ def build_head(name: str, in_channels: int, num_classes: int, output_stride: int
 
 
 def build_segmentor(backbone: str, head: str, num_classes: int, output_stride: int = 8,
-                    pretrained: str = "", proj_dim: int = 0) -> Segmentor:
+                    pretrained: str = "", proj_dim: int = 0, proj_levels: int = 1) -> Segmentor:
     """Build a Segmentor from names; unknown names raise an error listing the valid ones.
 
-    ``proj_dim > 0`` adds a projection head on the backbone's last level (for the contrastive methods).
+    ``proj_dim > 0`` adds projection heads to ``proj_dim`` dimensions on the backbone's last ``proj_levels`` levels
+    (for the contrastive methods).
     """
+    if not 1 <= proj_levels <= 4:
+        raise ValueError(f"proj_levels must be between 1 and 4, got {proj_levels}")
     body = build_backbone(backbone, output_stride=output_stride, pretrained=pretrained)
-    projection = ProjectionHead(body.channels[-1], proj_dim) if proj_dim else None
-    return Segmentor(body, build_head(head, body.channels[-1], num_classes, output_stride), projection)
+    projections = nn.ModuleList(ProjectionHead(channels, proj_dim) for channels in body.channels[-proj_levels:]) \
+        if proj_dim else None
+    return Segmentor(body, build_head(head, body.channels[-1], num_classes, output_stride), projections)
 
 
 __all__ = ["BACKBONES", "HEADS", "Segmentor", "ProjectionHead", "TinyBackbone", "TimmBackbone", "FCNHead", "DeepLabV3Head",

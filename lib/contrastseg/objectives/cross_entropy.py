@@ -17,7 +17,7 @@ class CrossEntropyObjective(nn.Module):
     * ``forward(outputs, labels, step) -> dict[str, Tensor]``: the unweighted scalar terms, by name;
     * ``weights(step) -> dict[str, float]``: the weight of each term at that step (warm-ups live here);
     * ``after_step(outputs, labels)``: state updates after the loss (memory banks); a no-op here;
-    * ``uses_projection``: whether the model needs a projection head (``outputs["embedding"]``);
+    * ``projection_levels``: how many of the backbone's last levels get a projection head (0: none);
     * ``from_config(cfg, num_classes, ignore_index)``: the one adapter from an ExperimentConfig to keyword arguments.
 
     Shape:
@@ -25,7 +25,7 @@ class CrossEntropyObjective(nn.Module):
         labels: (B, H, W) int64 in [0, K) or ``ignore_index``.
     """
 
-    uses_projection = False
+    projection_levels = 0
 
     def __init__(self, num_classes: int, ignore_index: int = 255):
         super().__init__()

@@ -39,7 +39,7 @@ class PixelContrastObjective(CrossEntropyObjective):
         labels: (B, H, W) int64 at the input resolution.
     """
 
-    uses_projection = True
+    projection_levels = 1
 
     def __init__(self, num_classes: int, ignore_index: int = 255, *, proj_dim: int = 256,
                  contrast_weight: float = 0.1, warmup_steps: int = 0, temperature: float = 0.1,
