@@ -3,8 +3,10 @@
 * ``hard_anchor``: which pixels of an embedding map are anchors (segmentation-aware hard anchors, or uniform).
 * ``memory_selection``: which memory rows each anchor is contrasted with (all, random, hardest, semi-hard).
 * ``distance``: exact batched Euclidean distance transform (BANE's boundary distances, Contextrast).
+* ``bane``: boundary-aware negatives (Contextrast): mispredicted pixels nearest the rims of their error regions.
 """
 
+from contrastseg.samplers.bane import BaneSample, boundary_aware_negatives, negatives_mask
 from contrastseg.samplers.distance import DISTANCE_BUDGET, distance_transform
 from contrastseg.samplers.hard_anchor import (AnchorSample, downsample_labels, gather_pixels, hard_anchor_sampling,
                                               random_anchor_sampling, random_permutation, sample_within_groups)
@@ -12,12 +14,15 @@ from contrastseg.samplers.memory_selection import CONTRAST_MODES, select_contras
 
 __all__ = [
     "AnchorSample",
+    "BaneSample",
     "CONTRAST_MODES",
     "DISTANCE_BUDGET",
+    "boundary_aware_negatives",
     "distance_transform",
     "downsample_labels",
     "gather_pixels",
     "hard_anchor_sampling",
+    "negatives_mask",
     "random_anchor_sampling",
     "random_permutation",
     "sample_within_groups",
