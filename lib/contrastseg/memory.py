@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from contrastseg.losses.anchors import class_sums_per_image
 from contrastseg.samplers.hard_anchor import gather_pixels, sample_within_groups
 
 MEMORY_KINDS = {"pixel": ("pixel",), "segment": ("segment",), "both": ("pixel", "segment")}
@@ -183,13 +184,10 @@ class ClassMemory(nn.Module):
             quota[-1] = 0
             chosen = sample_within_groups(units, quota, generator, counts)
             return gather_pixels(keys, chosen), classes.reshape(-1)[chosen], units[chosen]
-        # region sums per (image, class) by a scatter over the key map itself (no copy of the keys), ignored pixels
-        # into a spare class K. On CUDA the float sums are not bit-reproducible; under DDP every rank still writes
-        # the same (gathered) rows.
-        bins = torch.where(valid, classes, self.num_classes).reshape(batch, 1, -1)
-        sums = keys.new_zeros(batch, dim, self.num_classes + 1)
-        sums.scatter_add_(2, bins.expand(batch, dim, bins.shape[2]), keys.reshape(batch, dim, -1))
-        sums = sums[:, :, :self.num_classes].transpose(1, 2).reshape(num_units, dim)  # row image * K + class
+        # region means per (image, class); on CUDA the float sums are not bit-reproducible, but under DDP every
+        # rank still writes the same (gathered) rows
+        sums, _ = class_sums_per_image(keys, labels, self.num_classes, self.ignore_index)
+        sums = sums.reshape(num_units, dim)  # row image * K + class
         present = torch.nonzero(counts[:num_units]).squeeze(1)
         means = sums[present] / counts[present, None].to(sums.dtype)
         return F.normalize(means, dim=1), present % self.num_classes, present

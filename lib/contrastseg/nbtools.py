@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from contrastseg.paths import RUNS_ENV, environ
+
 VOLATILE_NOTEBOOK_METADATA = ("papermill", "widgets")
 VOLATILE_CELL_METADATA = ("papermill", "execution")
 
@@ -40,17 +42,9 @@ def refresh(path: str | os.PathLike) -> None:
     import papermill
 
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="contrastseg-refresh-") as store:
-        previous = os.environ.get("CONTRASTSEG_RUNS")
-        os.environ["CONTRASTSEG_RUNS"] = store
-        try:
-            papermill.execute_notebook(str(path), str(path), kernel_name="python3", progress_bar=False,
-                                       cwd=str(path.parent))
-        finally:
-            if previous is None:
-                os.environ.pop("CONTRASTSEG_RUNS")
-            else:
-                os.environ["CONTRASTSEG_RUNS"] = previous
+    with tempfile.TemporaryDirectory(prefix="contrastseg-refresh-") as store, environ(**{RUNS_ENV: store}):
+        papermill.execute_notebook(str(path), str(path), kernel_name="python3", progress_bar=False,
+                                   cwd=str(path.parent))
     notebook = nbformat.read(path, as_version=4)
     strip_volatile(notebook)
     nbformat.write(notebook, path)

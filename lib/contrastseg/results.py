@@ -23,9 +23,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from contrastseg.paths import runs_root
+
 RECORD_MIME = "application/vnd.contrastseg.record+json"
 RESULTS_FILE = "results.json"
-RUNS_ENV = "CONTRASTSEG_RUNS"
 
 
 def jsonable(value: Any, ndigits: int | None = 3) -> Any:
@@ -151,5 +152,4 @@ def results_dir_for(notebook_name: str) -> Path:
 
     The runs root is ``$CONTRASTSEG_RUNS`` if set, else ``runs`` relative to the current folder.
     """
-    root = Path(os.environ.get(RUNS_ENV) or "runs")
-    return root / "notebooks" / Path(notebook_name).stem
+    return runs_root() / "notebooks" / Path(notebook_name).stem

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,14 +20,7 @@ import torch
 
 from contrastseg.config import ExperimentConfig
 from contrastseg.engine.train import CHECKPOINT_NAME, METRICS_NAME, load_trained_model, read_log, train
-
-RUNS_ENV = "CONTRASTSEG_RUNS"
-
-
-def runs_root() -> Path:
-    """The root of everything this project writes: ``$CONTRASTSEG_RUNS`` or ``./runs``."""
-    return Path(os.environ.get(RUNS_ENV) or "runs")
-
+from contrastseg.paths import runs_root
 
 def run_dir_for(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
     return Path(root or runs_root()) / "store" / f"{cfg.method}-{cfg.hash()}"

@@ -41,10 +41,11 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import contrastseg
 
+from .paths import RUNS_ENV, environ
 from .report import write_report
 
 PRESETS = ("smoke", "demo", "paper")
@@ -220,21 +221,6 @@ def _clear_results(results_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------------- running
 
 
-@contextlib.contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    """Set environment variables (inherited by the kernels) for the batch, then restore them."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _source_cell_index(source_path: Path, executed_index: int) -> int:
     """Map a cell index of the executed copy (which has papermill's injected-parameters cell) to the source's."""
     import nbformat
@@ -343,8 +329,8 @@ def run_suite(
     result = SuiteResult(preset=preset, outcomes=[])
     bar = tqdm(entries, desc=f"suite {preset}", unit="nb", file=sys.stderr, disable=not progress)
     # the kernels share one run store with the batch: $CONTRASTSEG_RUNS if set, else the batch's out_root
-    runs_store = os.environ.get("CONTRASTSEG_RUNS") or str(Path(out_root).resolve())
-    with _environ(MPLBACKEND="agg", CONTRASTSEG_RUNS=runs_store):
+    runs_store = os.environ.get(RUNS_ENV) or str(Path(out_root).resolve())
+    with environ(MPLBACKEND="agg", **{RUNS_ENV: runs_store}):
         for entry in bar:
             bar.set_postfix_str(entry.stem)
             result.outcomes.append(run_notebook(entry, preset, preset_dir, force=force))

@@ -84,15 +84,21 @@ class SegmentationFolder(Dataset):
         return image, label
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = self.read(index)
-        image = torch.from_numpy(image).permute(2, 0, 1).contiguous().float().div_(255)
-        label = torch.from_numpy(label.astype(np.int64))
-        if self.transform is not None:
-            image, label = self.transform(image, label)
-        return image, label
+        return to_tensors(*self.read(index), self.transform)
 
     def __repr__(self) -> str:
         return f"SegmentationFolder(root={str(self.root)!r}, split={self.split!r}, num_classes={self.num_classes})"
+
+
+def to_tensors(image: np.ndarray, label: np.ndarray, transform=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A data set sample from arrays: (H, W, 3) uint8 image and (H, W) label -> tensors, then ``transform``.
+
+    Shape:
+        returns: image (3, H, W) float32 in [0, 1] (a copy: cached arrays stay untouched), label (H, W) int64.
+    """
+    image = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255)
+    label = torch.from_numpy(label.astype(np.int64))
+    return transform(image, label) if transform is not None else (image, label)
 
 
 def _open_png(path: Path) -> Image.Image:

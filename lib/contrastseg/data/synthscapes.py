@@ -49,6 +49,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 
+from contrastseg.data.folder import to_tensors
+
 CLASS_NAMES = ("road", "sidewalk", "building", "window", "sky", "vegetation", "car", "pole", "person")
 NUM_CLASSES = len(CLASS_NAMES)
 IGNORE_INDEX = 255
@@ -159,12 +161,7 @@ class SynthScapes(Dataset):
         index = int(index)
         if index < 0:
             index += self.length
-        image, label = self.render(index)
-        image = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255)
-        label = torch.from_numpy(label.astype(np.int64))
-        if self.transform is not None:
-            image, label = self.transform(image, label)
-        return image, label
+        return to_tensors(*self.render(index), self.transform)
 
     def __repr__(self) -> str:
         return (f"SynthScapes(split={self.split!r}, image_size={self.image_size}, length={self.length}, "

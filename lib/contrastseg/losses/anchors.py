@@ -22,6 +22,28 @@ import torch
 import torch.nn.functional as F
 
 
+def class_sums_per_image(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                         ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count of the embeddings of each class in each image, by a scatter over the map (no copy of it).
+
+    Differentiable with respect to ``embeddings``. Pixels labelled ``ignore_index`` are left out.
+
+    Shape:
+        embeddings: (B, D, h, w); labels: (B, h, w) int64 at the same resolution.
+        returns: sums (B, K, D), counts (B, K) int64.
+    """
+    if embeddings.shape[-2:] != labels.shape[-2:] or embeddings.shape[0] != labels.shape[0]:
+        raise ValueError(f"embeddings {tuple(embeddings.shape)} and labels {tuple(labels.shape)} do not match")
+    batch, dim = embeddings.shape[:2]
+    flat = labels.reshape(batch, 1, -1).long()
+    bins = torch.where(flat != ignore_index, flat, num_classes)  # ignored pixels into a spare class K
+    sums = embeddings.new_zeros(batch, dim, num_classes + 1).scatter_add(
+        2, bins.expand(batch, dim, bins.shape[2]), embeddings.reshape(batch, dim, -1))
+    counts = torch.zeros(batch, num_classes + 1, dtype=torch.int64, device=labels.device).scatter_add_(
+        1, bins[:, 0], torch.ones_like(bins[:, 0]))
+    return sums[:, :, :num_classes].transpose(1, 2), counts[:, :num_classes]
+
+
 def class_anchors(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255,
                   detach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean embedding of every class present in the batch (not normalised).
@@ -30,14 +52,8 @@ def class_anchors(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: i
         embeddings: (B, D, h, w); labels: (B, h, w) int64 at the same resolution (``ignore_index`` left out).
         returns: anchors (C, D) for the C classes present, in increasing class order; classes (C,) int64.
     """
-    if embeddings.shape[-2:] != labels.shape[-2:] or embeddings.shape[0] != labels.shape[0]:
-        raise ValueError(f"embeddings {tuple(embeddings.shape)} and labels {tuple(labels.shape)} do not match")
-    pixels = embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
-    flat = labels.reshape(-1)
-    valid = flat != ignore_index
-    pixels, flat = pixels[valid], flat[valid]
-    sums = pixels.new_zeros(num_classes, pixels.shape[1]).index_add_(0, flat, pixels)
-    counts = torch.bincount(flat, minlength=num_classes)
+    sums, counts = class_sums_per_image(embeddings, labels, num_classes, ignore_index)
+    sums, counts = sums.sum(0), counts.sum(0)
     classes = counts.nonzero().squeeze(1)
     anchors = sums[classes] / counts[classes, None].to(sums.dtype)
     return (anchors.detach() if detach else anchors), classes
