@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import device_name, write_result  # noqa: E402
 from reference_loop import LoopClassMemory, dense_memory_loss, hard_anchor_sampling_loop  # noqa: E402
 
 from contrastseg.losses import PixelContrastLoss  # noqa: E402
@@ -327,18 +327,6 @@ def run_in_subprocess(args: argparse.Namespace, part: str, implementation: str) 
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def equality_check(args: argparse.Namespace) -> dict:
     """The two losses on the same sampled anchors and the same memory rows, at the benchmark's scale."""
     device = torch.device(args.device)
@@ -412,13 +400,11 @@ def main(argv: list[str] | None = None) -> None:
           f"|diff| {check['max_abs_difference']:.2e}, grad |diff| {check['max_grad_difference']:.2e}")
 
     out = args.out or Path(__file__).resolve().parent / "results" / f"pixel_contrast_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_result({
         "device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "scale": args.scale,
         "scale_config": SCALES[args.scale], "repeats": args.repeats, "peak_memory": peak_kind,
-        "check": check, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
+        "check": check, "rows": rows}, out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import statistics
 import sys
@@ -30,6 +29,7 @@ from contrastseg.engine.train import build_model, build_split, resolve_device, t
 from contrastseg.objectives import build_objective
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import device_name, write_result  # noqa: E402
 from pixel_contrast import fill_with_random_rows  # noqa: E402
 
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
@@ -100,8 +100,7 @@ def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup:
                      "step_peak_mb": run["peak_mb"] if target.type == "cuda" else None,
                      "times_ms": [1000 * t for t in run["times"]]})
     return {
-        "preset": preset_name, "device": torch.cuda.get_device_name(target) if target.type == "cuda" else
-        f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "preset": preset_name, "device": device_name(target), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "steps": steps, "warmup": warmup,
         "batch_size": first.batch_size, "image_size": first.image_size, "backbone": first.backbone,
         "head": first.head, "full_memory": full_memory, "command": " ".join(["python", *sys.argv]), "rows": rows,
@@ -134,11 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.preset, args.methods, args.device, args.steps, args.warmup, args.threads,
                      args.full_memory)
     print_table(result)
-    device_tag = "cuda" if result["device"].startswith(("NVIDIA", "Tesla")) else "cpu"
+    device_tag = "cuda" if resolve_device(args.device).type == "cuda" else "cpu"
     out = args.out or Path(__file__).parent / "results" / f"step_time_{args.preset}_{device_tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    write_result(result, out)
     return 0
 
 

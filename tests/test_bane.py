@@ -71,7 +71,7 @@ def random_maps(seed: int, shape=(3, 11, 14), num_classes=4):
 
 def assert_matches_reference(labels, predictions, fraction, max_per_class, literal=False):
     sample = boundary_aware_negatives(labels, predictions, fraction=fraction, max_per_class=max_per_class,
-                                      ignore_index=IGNORE, literal=literal)
+                                      ignore_index=IGNORE, literal=literal, tie_break="index")
     selected, negative_for, distance = reference_bane(labels, predictions, fraction, max_per_class, literal)
     np.testing.assert_array_equal(sample.selected.cpu().numpy(), selected)
     np.testing.assert_array_equal(sample.negative_for.cpu().numpy(), negative_for)
@@ -94,7 +94,9 @@ def test_small_fraction_selects_rim_only_and_negative_for_predicted_class():
     # distance on every error pixel, 0 elsewhere
     assert torch.equal(sample.distance, distance_transform(error))
 
-    literal = boundary_aware_negatives(labels, predictions, fraction=0.2, literal=True)
+    literal = boundary_aware_negatives(labels, predictions, fraction=0.2, literal=True,
+                                       generator=torch.Generator().manual_seed(0))
+    sample = boundary_aware_negatives(labels, predictions, fraction=0.2, generator=torch.Generator().manual_seed(0))
     assert torch.equal(literal.selected, sample.selected)
     assert torch.equal(literal.negative_for[literal.selected], torch.full((8,), 1))
 
@@ -128,8 +130,8 @@ def test_quota_is_not_fooled_by_binary_floating_point():
 
 def test_lowest_flat_indices_win_ties_and_result_is_deterministic():
     labels, predictions = square_error_maps()
-    first = boundary_aware_negatives(labels, predictions, fraction=0.2)
-    second = boundary_aware_negatives(labels, predictions, fraction=0.2)
+    first = boundary_aware_negatives(labels, predictions, fraction=0.2, tie_break="index")
+    second = boundary_aware_negatives(labels, predictions, fraction=0.2, tie_break="index")
     assert torch.equal(first.selected, second.selected) and torch.equal(first.negative_for, second.negative_for)
     # all 20 rim pixels are at distance 1; the 8 lowest flat indices: row 3 (cols 3..8), then row 4 cols 3 and 8
     expected = torch.zeros_like(first.selected)
@@ -144,10 +146,26 @@ def test_selection_is_per_class_over_the_whole_batch():
     labels, predictions = square_error_maps()
     small_labels, small_predictions = square_error_maps(side=2)
     labels, predictions = torch.cat([small_labels, labels]), torch.cat([small_predictions, predictions])
-    sample = boundary_aware_negatives(labels, predictions, fraction=0.5)  # ceil(0.5 * 40) = 20 of 24 rim pixels
+    sample = boundary_aware_negatives(labels, predictions, fraction=0.5, tie_break="index")  # 20 of 24 rim pixels
     assert sample.num_selected == 20
     assert bool(sample.selected[0, 3:5, 3:5].all())  # the small square first (lower flat indices)
     assert int(sample.selected[1].sum()) == 16 and bool((sample.distance[sample.selected] == 1).all())
+
+
+def test_random_ties_spread_the_picks_over_the_batch_and_keep_the_closest():
+    """Two identical 6 x 6 error squares in two images: 20 rim pixels each at distance 1, a quota of 8."""
+    labels, predictions = square_error_maps()
+    labels, predictions = torch.cat([labels, labels]), torch.cat([predictions, predictions])
+    picks_in_first_image = []
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        sample = boundary_aware_negatives(labels, predictions, fraction=0.1, generator=generator)
+        assert sample.num_selected == 8 and bool((sample.distance[sample.selected] == 1).all())
+        picks_in_first_image.append(int(sample.selected[0].sum()))
+    assert sum(picks_in_first_image) / 400 == pytest.approx(4.0, abs=0.3)  # index ties would give 8
+    again = [boundary_aware_negatives(labels, predictions, fraction=0.1, generator=torch.Generator().manual_seed(5))
+             for _ in range(2)]
+    assert torch.equal(again[0].selected, again[1].selected)
 
 
 def test_touching_error_regions_of_different_classes_have_their_own_rims():
@@ -198,7 +216,7 @@ def test_error_region_filling_an_image_has_inf_distance_and_is_ranked_last():
     full = torch.ones(1, 4, 4, dtype=torch.int64)  # image 0: all class 1, all predicted 2
     labels, predictions = square_error_maps(size=4, top=1, side=2)  # image 1: a 2 x 2 error square of class 1
     labels, predictions = torch.cat([full, labels]), torch.cat([full + 1, predictions])
-    sample = boundary_aware_negatives(labels, predictions, fraction=0.5)  # ceil(0.5 * 20) = 10
+    sample = boundary_aware_negatives(labels, predictions, fraction=0.5, tie_break="index")  # ceil(0.5 * 20) = 10
     assert bool(torch.isinf(sample.distance[0]).all())
     assert sample.num_selected == 10
     assert bool(sample.selected[1, 1:3, 1:3].all())  # the 4 finite distances first
@@ -243,8 +261,8 @@ def test_matches_slow_reference_with_whole_image_errors():
 
 def test_accepts_other_integer_dtypes():
     labels, predictions = random_maps(seed=2)
-    expected = boundary_aware_negatives(labels, predictions)
-    sample = boundary_aware_negatives(labels.to(torch.uint8), predictions.int())
+    expected = boundary_aware_negatives(labels, predictions, tie_break="index")
+    sample = boundary_aware_negatives(labels.to(torch.uint8), predictions.int(), tie_break="index")
     assert torch.equal(sample.selected, expected.selected) and sample.negative_for.dtype == torch.int64
 
 
@@ -255,6 +273,7 @@ def test_accepts_other_integer_dtypes():
     ({"predictions": torch.zeros(1, 3, 4, dtype=torch.int64)}, "shape"),
     ({"predictions": torch.zeros(1, 4, 4)}, "integer"),
     ({"labels": torch.zeros(4, 4, dtype=torch.int64)}, "labels"),
+    ({"tie_break": "first"}, "tie_break"),
 ])
 def test_rejects_bad_inputs(kwargs, message):
     arguments = {"labels": torch.zeros(1, 4, 4, dtype=torch.int64), "predictions": torch.ones(1, 4, 4,
@@ -268,7 +287,7 @@ def test_rejects_bad_inputs(kwargs, message):
 def test_cuda_matches_cpu_and_reference():
     labels, predictions = random_maps(seed=3, shape=(4, 33, 47), num_classes=6)
     labels[2], predictions[2] = 1, 4
-    expected = boundary_aware_negatives(labels, predictions, fraction=0.2, max_per_class=50)
+    expected = boundary_aware_negatives(labels, predictions, fraction=0.2, max_per_class=50, tie_break="index")
     sample = assert_matches_reference(labels.cuda(), predictions.cuda(), 0.2, 50)
     for field in ("selected", "negative_for", "distance"):
         assert getattr(sample, field).device.type == "cuda"

@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "cuda")
 ANCHOR_SAMPLINGS = ("hard", "random")
 MEMORIES = ("none", "pixel", "segment", "both")
 MEMORY_SAMPLINGS = ("all", "random", "hardest", "semi_hard")
+BANE_MODES = ("off", "union", "replace")
 
 # Fields that do not change what a run computes (beyond the last float bits), so they stay out of the hash:
 # a run trained with 4 loader workers is the same run as one trained with none.
@@ -61,6 +62,18 @@ class ExperimentConfig:
         num_positives, num_negatives: rows per anchor for the random, hardest and semi-hard samplings.
         reference_quirks: reproduce the reference code's memory defects (pointer step 1, class 0 dropped, memory
             rows only without in-batch contrast), to measure what they cost.
+    Contextrast (Sung et al. 2024):
+        contrast_levels: projected backbone levels, the last ones (4 = the paper; 1 = the last level only).
+        reverse_level_weights: lambda 1.0, 0.7, 0.4, 0.1 from the finest level up instead of from the last level down.
+        anchor_mixing: w_h in ``normalize((1 - w_h) A_i + w_h A_last)``; 0 = every level its own anchors.
+        detach_anchors: stop the gradient through the class anchors (the paper keeps it).
+        level_max_pixels, level_max_per_class: class-balanced pixel sample per level, in total and per class.
+        bane: boundary-aware negatives "off", added to the sampled negatives ("union") or instead of them
+            ("replace").
+        bane_fraction: K, the share of each class's error pixels nearest the error rim taken as hard negatives.
+        bane_max_per_class: cap on BANE negatives per class and level.
+        bane_literal: a BANE pixel is a negative of its own class's anchor (the paper's literal text) instead of the
+            anchor of the class it was wrongly predicted as.
     Optimisation (SGD, poly schedule):
         steps, batch_size, lr, momentum, weight_decay, poly_power.
         amp: mixed precision (bf16 autocast) when training on CUDA; ignored on the CPU.
@@ -102,6 +115,17 @@ class ExperimentConfig:
     num_positives: int = 1024
     num_negatives: int = 2048
     reference_quirks: bool = False
+
+    contrast_levels: int = 4
+    reverse_level_weights: bool = False
+    anchor_mixing: float = 0.5
+    detach_anchors: bool = False
+    level_max_pixels: int = 10000
+    level_max_per_class: int = 2500
+    bane: str = "union"
+    bane_fraction: float = 0.2
+    bane_max_per_class: int = 1024
+    bane_literal: bool = False
 
     steps: int = 300
     batch_size: int = 8
@@ -151,6 +175,7 @@ def smoke(**overrides) -> ExperimentConfig:
         image_size=64, num_train=256, num_val=64, backbone="tiny", head="fcn",
         steps=300, batch_size=8, lr=0.02, checkpoint_every=100,
         proj_dim=32, max_samples=256, max_views=16, memory_size=256, num_positives=128, num_negatives=256,
+        level_max_pixels=512, level_max_per_class=128, bane_max_per_class=64,
     )
     return base.replace(**overrides)
 
@@ -196,6 +221,7 @@ def _check_names(cfg: ExperimentConfig) -> None:
     lookup(dict.fromkeys(ANCHOR_SAMPLINGS), cfg.anchor_sampling, "anchor sampling")
     lookup(dict.fromkeys(MEMORIES), cfg.memory, "memory")
     lookup(dict.fromkeys(MEMORY_SAMPLINGS), cfg.memory_sampling, "memory sampling")
+    lookup(dict.fromkeys(BANE_MODES), cfg.bane, "bane mode")
 
 
 def _check_ranges(cfg: ExperimentConfig) -> None:
@@ -225,6 +251,12 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("pixels_per_update", 1 <= cfg.pixels_per_update <= cfg.memory_size, "in [1, memory_size]"),
         ("num_positives", cfg.num_positives >= 1, ">= 1"),
         ("num_negatives", cfg.num_negatives >= 1, ">= 1"),
+        ("contrast_levels", 1 <= cfg.contrast_levels <= 4, "between 1 and 4"),
+        ("anchor_mixing", 0 <= cfg.anchor_mixing <= 1, "in [0, 1]"),
+        ("level_max_pixels", cfg.level_max_pixels >= 1, ">= 1"),
+        ("level_max_per_class", cfg.level_max_per_class >= 1, ">= 1"),
+        ("bane_fraction", 0 < cfg.bane_fraction <= 1, "in (0, 1]"),
+        ("bane_max_per_class", cfg.bane_max_per_class >= 1, ">= 1"),
     ]
     if cfg.dataset == "synthscapes" and not cfg.data_root:
         from contrastseg.data.synthscapes import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE

@@ -16,7 +16,7 @@ import yaml
 from contrastseg import runs
 from contrastseg.config import preset as preset_config
 
-METRICS = ("miou", "pixel_accuracy", "boundary_iou")
+METRICS = ("miou", "pixel_accuracy", "boundary_iou", "boundary_f")
 
 
 def train_rows(rows: dict[str, dict], preset: str, seeds: list[int], *, steps: int = 0,
@@ -30,7 +30,8 @@ def train_rows(rows: dict[str, dict], preset: str, seeds: list[int], *, steps: i
         steps: override of the preset's steps (0 keeps them).
 
     Returns:
-        One record per (row, seed): row, seed, miou, pixel_accuracy, boundary_iou, seconds_per_step, config.
+        One record per (row, seed): row, seed, the ``METRICS`` (NaN where a run predates a metric),
+        seconds_per_step, config.
     """
     records = []
     for name, overrides in rows.items():
@@ -39,7 +40,7 @@ def train_rows(rows: dict[str, dict], preset: str, seeds: list[int], *, steps: i
             cfg = preset_config(preset, **changes)
             result = runs.get_or_train(cfg, progress=progress)
             val = result.metrics["val"]
-            records.append({"row": name, "seed": seed, **{m: val[m] for m in METRICS},
+            records.append({"row": name, "seed": seed, **{m: val.get(m, float("nan")) for m in METRICS},
                             "seconds_per_step": result.metrics["train_seconds"] / cfg.steps,
                             "config": cfg.hash()})
     return pd.DataFrame.from_records(records)

@@ -1,4 +1,5 @@
-"""Plots for the notebooks: predictions beside ground truth, per-class IoU bars, t-SNE maps of pixel embeddings.
+"""Plots for the notebooks: predictions beside ground truth, per-class IoU bars, t-SNE maps of pixel embeddings,
+BANE's error rims and hard negatives.
 
 Every plotting function returns a matplotlib Figure and never calls ``plt.show``; notebooks display it and
 ``contrastseg.results.save_figure`` writes it for the report.
@@ -149,3 +150,51 @@ def plot_embedding(points: np.ndarray, labels: np.ndarray, class_names, palette,
               loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.figure.tight_layout()
     return ax.figure
+
+
+def show_boundary_negatives(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, sample,
+                            class_names, palette, ignore_index: int = 255) -> plt.Figure:
+    """What BANE sees, one row per image: image, ground truth, prediction, error rims, selected hard negatives.
+
+    The rim panel shows, on the error pixels (ground truth != prediction), their distance to the rim of their
+    class's error region (dark = on the rim); the last panel marks the selected pixels over the image, coloured by the
+    class whose anchor they are a hard negative for. Labels, predictions and the sample are at the level's resolution
+    (nearest); the image is shown at its own.
+
+    Shape:
+        images: (B, 3, H, W) float in [0, 1]; labels, predictions: (B, h, w) int; sample: ``BaneSample`` (B, h, w).
+    """
+    columns = ["image", "ground truth", "prediction", "error rim distance", "BANE hard negatives"]
+    rows = images.shape[0]
+    fig, axes = plt.subplots(rows, len(columns), figsize=(2.2 * len(columns) + 1.6, 2.2 * rows), squeeze=False)
+    height, width = images.shape[-2:]
+    extent = (0, width, height, 0)  # level-resolution panels drawn over the image's pixel grid
+    distance = sample.distance.cpu().numpy()
+    finite_max = float(np.nanmax(np.where(np.isfinite(distance) & (distance > 0), distance, np.nan), initial=1.0))
+    for row in range(rows):
+        picture = images[row].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+        is_error = (labels[row] != ignore_index) & (predictions[row] != labels[row])
+        rim = np.ma.masked_where(~is_error.cpu().numpy(), distance[row])
+        negatives = colorize(sample.negative_for[row].clamp(min=0).cpu(), palette, ignore_index).astype(float) / 255
+        overlay = np.concatenate([negatives, sample.selected[row].cpu().numpy()[..., None].astype(float)], axis=2)
+        ax_image, ax_truth, ax_pred, ax_rim, ax_bane = axes[row]
+        ax_image.imshow(picture)
+        ax_truth.imshow(colorize(labels[row].cpu(), palette, ignore_index), interpolation="nearest", extent=extent)
+        ax_pred.imshow(colorize(predictions[row].cpu(), palette, ignore_index), interpolation="nearest",
+                       extent=extent)
+        rim_image = ax_rim.imshow(rim, cmap="viridis", vmin=1, vmax=max(finite_max, 1.0), interpolation="nearest",
+                                  extent=extent)
+        ax_bane.imshow(picture * 0.45)
+        ax_bane.imshow(overlay, interpolation="nearest", extent=extent)
+        for ax, title in zip(axes[row], columns):
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+    fig.legend(handles=class_legend(class_names, palette), loc="center right", fontsize=8, frameon=False)
+    fig.subplots_adjust(right=1 - 1.7 / fig.get_figwidth(), bottom=0.12, wspace=0.05, hspace=0.08)
+    below = axes[-1, 3].get_position()
+    colorbar_axes = fig.add_axes((below.x0, below.y0 - 0.06, below.width, 0.02))
+    fig.colorbar(rim_image, cax=colorbar_axes, orientation="horizontal")
+    colorbar_axes.tick_params(labelsize=7)
+    colorbar_axes.set_xlabel("px to the rim (level grid)", fontsize=7)
+    return fig

@@ -1,4 +1,4 @@
-"""Evaluation: predictions over a data set, accumulated into mIoU, per-class IoU, pixel accuracy and boundary IoU."""
+"""Evaluation: predictions over a data set, accumulated into mIoU, per-class IoU, pixel accuracy, boundary IoU and F."""
 
 from __future__ import annotations
 
@@ -29,16 +29,20 @@ def predict(model: nn.Module, images: torch.Tensor, amp: bool = True) -> torch.T
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, batch_size: int = 8,
              device: str | torch.device = "cpu", boundary_width: int = 2, ignore_index: int = 255,
-             amp: bool = True, progress: bool = True) -> dict:
+             amp: bool = True, progress: bool = True, fscore_widths: tuple[int, ...] = ()) -> dict:
     """Evaluate ``model`` on every image of ``dataset`` at its own size (single scale, no flip).
 
+    ``boundary_width`` is the band of boundary IoU and the tolerance of the boundary F-score; ``fscore_widths`` adds
+    further tolerances (see ``SegmentationMetrics``).
+
     Returns:
-        ``SegmentationMetrics.compute()``: miou, pixel_accuracy, per_class_iou, boundary_iou, per_class_boundary_iou.
+        ``SegmentationMetrics.compute()``: miou, pixel_accuracy, per_class_iou, boundary_iou, per_class_boundary_iou,
+        boundary_f, per_class_boundary_f and boundary_f@{w} for each w in ``fscore_widths``.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    metrics = SegmentationMetrics(num_classes, ignore_index, boundary_width)
+    metrics = SegmentationMetrics(num_classes, ignore_index, boundary_width, fscore_widths)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for images, labels in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
         images, labels = images.to(device), labels.to(device)

@@ -50,7 +50,7 @@ def poly_lr(base_lr: float, step: int, total_steps: int, power: float) -> float:
 
 def build_model(cfg: ExperimentConfig) -> torch.nn.Module:
     """The Segmentor of ``cfg``, with a projection head when the method needs one."""
-    levels = lookup(OBJECTIVES, cfg.method, "method").projection_levels
+    levels = lookup(OBJECTIVES, cfg.method, "method").projection_levels(cfg)
     return build_segmentor(cfg.backbone, cfg.head, dataset_info(cfg.dataset).num_classes, cfg.output_stride,
                            cfg.pretrained, proj_dim=cfg.proj_dim if levels else 0, proj_levels=max(levels, 1))
 

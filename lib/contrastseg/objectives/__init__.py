@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import torch
 
+from contrastseg.objectives.contextrast import ContextrastObjective
 from contrastseg.objectives.cross_entropy import CrossEntropyObjective
 from contrastseg.objectives.pixel_contrast import PixelContrastObjective
 from contrastseg.registry import lookup
 
-OBJECTIVES = {"ce": CrossEntropyObjective, "pixel_contrast": PixelContrastObjective}
+OBJECTIVES = {
+    "ce": CrossEntropyObjective,
+    "pixel_contrast": PixelContrastObjective,
+    "contextrast": ContextrastObjective,
+}
 
 
 def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
@@ -31,4 +36,11 @@ def build_objective(cfg, num_classes: int, ignore_index: int = 255) -> torch.nn.
     return lookup(OBJECTIVES, cfg.method, "method").from_config(cfg, num_classes, ignore_index)
 
 
-__all__ = ["OBJECTIVES", "CrossEntropyObjective", "PixelContrastObjective", "weighted_total", "build_objective"]
+__all__ = [
+    "OBJECTIVES",
+    "ContextrastObjective",
+    "CrossEntropyObjective",
+    "PixelContrastObjective",
+    "build_objective",
+    "weighted_total",
+]

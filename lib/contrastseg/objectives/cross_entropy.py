@@ -17,7 +17,7 @@ class CrossEntropyObjective(nn.Module):
     * ``forward(outputs, labels, step) -> dict[str, Tensor]``: the unweighted scalar terms, by name;
     * ``weights(step) -> dict[str, float]``: the weight of each term at that step (warm-ups live here);
     * ``after_step(outputs, labels)``: state updates after the loss (memory banks); a no-op here;
-    * ``projection_levels``: how many of the backbone's last levels get a projection head (0: none);
+    * ``projection_levels(cfg)``: how many of the backbone's last levels get a projection head (0: none);
     * ``from_config(cfg, num_classes, ignore_index)``: the one adapter from an ExperimentConfig to keyword arguments.
 
     Shape:
@@ -25,12 +25,15 @@ class CrossEntropyObjective(nn.Module):
         labels: (B, H, W) int64 in [0, K) or ``ignore_index``.
     """
 
-    projection_levels = 0
-
     def __init__(self, num_classes: int, ignore_index: int = 255):
         super().__init__()
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+
+    @classmethod
+    def projection_levels(cls, cfg) -> int:
+        """How many of the backbone's last levels the model must project for this method under ``cfg``."""
+        return 0
 
     @classmethod
     def from_config(cls, cfg, num_classes: int, ignore_index: int = 255) -> "CrossEntropyObjective":

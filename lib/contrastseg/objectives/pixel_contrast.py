@@ -39,8 +39,6 @@ class PixelContrastObjective(CrossEntropyObjective):
         labels: (B, H, W) int64 at the input resolution.
     """
 
-    projection_levels = 1
-
     def __init__(self, num_classes: int, ignore_index: int = 255, *, proj_dim: int = 256,
                  contrast_weight: float = 0.1, warmup_steps: int = 0, temperature: float = 0.1,
                  base_temperature: float = 0.07, anchor_sampling: str = "hard", max_samples: int = 1024,
@@ -59,6 +57,10 @@ class PixelContrastObjective(CrossEntropyObjective):
         self.memory = None if memory == "none" else PixelSegmentMemory(
             num_classes, proj_dim, memory_size, kinds=memory, pixels_per_update=pixels_per_update,
             reference_quirks=reference_quirks, ignore_index=ignore_index)
+
+    @classmethod
+    def projection_levels(cls, cfg) -> int:
+        return 1
 
     @classmethod
     def from_config(cls, cfg, num_classes: int, ignore_index: int = 255) -> "PixelContrastObjective":

@@ -1,6 +1,7 @@
 """Samplers, separate from the loss math: they return indices or masks, under ``no_grad``.
 
-* ``hard_anchor``: which pixels of an embedding map are anchors (segmentation-aware hard anchors, or uniform).
+* ``hard_anchor``: which pixels of an embedding map are anchors (segmentation-aware hard anchors, or uniform), and
+  Contextrast's class-balanced pixel sample.
 * ``memory_selection``: which memory rows each anchor is contrasted with (all, random, hardest, semi-hard).
 * ``distance``: exact batched Euclidean distance transform (BANE's boundary distances, Contextrast).
 * ``bane``: boundary-aware negatives (Contextrast): mispredicted pixels nearest the rims of their error regions.
@@ -8,8 +9,9 @@
 
 from contrastseg.samplers.bane import BaneSample, boundary_aware_negatives, negatives_mask
 from contrastseg.samplers.distance import DISTANCE_BUDGET, distance_transform
-from contrastseg.samplers.hard_anchor import (AnchorSample, downsample_labels, gather_pixels, hard_anchor_sampling,
-                                              random_anchor_sampling, random_permutation, sample_within_groups)
+from contrastseg.samplers.hard_anchor import (AnchorSample, class_balanced_sampling, downsample_labels, gather_pixels,
+                                              hard_anchor_sampling, random_anchor_sampling, random_permutation,
+                                              sample_within_groups)
 from contrastseg.samplers.memory_selection import CONTRAST_MODES, select_contrast
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "CONTRAST_MODES",
     "DISTANCE_BUDGET",
     "boundary_aware_negatives",
+    "class_balanced_sampling",
     "distance_transform",
     "downsample_labels",
     "gather_pixels",

@@ -9,7 +9,10 @@ hard negatives. It works per class n over the whole batch (spec A.4):
    (``distance_transform`` of the class-wise mask). The masks are class-wise, not their union: where the error
    regions of two classes touch, each has its own rim there.
 3. Selection: the ``ceil(fraction * |E_n|)`` pixels of ``E_n`` with the smallest distance (at least 1, at most
-   ``max_per_class``), ties broken by the lower flat pixel index, so the result is deterministic.
+   ``max_per_class``). Ties are broken at random by default (``tie_break="random"``, from ``generator``): on the
+   coarse grids of the feature levels most rim pixels are at distance 1, and breaking those ties by position would
+   take every hard negative from the first images of the batch and the top rows of each. ``tie_break="index"``
+   breaks them by the lower flat pixel index instead (deterministic without a generator; the tests' oracle).
 
 Which anchor a selected pixel is a hard negative for (spec A.4, "which anchor"): by default the anchor of the class
 it was *wrongly predicted as*. The pixel stays a positive for its own class's anchor; taken literally, the paper's
@@ -37,10 +40,14 @@ from dataclasses import dataclass
 import torch
 
 from contrastseg.samplers.distance import distance_transform
+from contrastseg.samplers.hard_anchor import random_permutation
 
 _QUOTA_RELATIVE_TOLERANCE = 1e-12
 """``fraction * count`` is shrunk by this relative amount before the ceiling, so that e.g. 0.1 * 30 (which is
 3.0000000000000004 in binary floating point) gives a quota of 3, not 4."""
+
+
+TIE_BREAKS = ("random", "index")
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,10 @@ class BaneSample:
         return int(self.selected.sum())
 
 
-def _check_inputs(labels: torch.Tensor, predictions: torch.Tensor, fraction: float, max_per_class: int) -> None:
+def _check_inputs(labels: torch.Tensor, predictions: torch.Tensor, fraction: float, max_per_class: int,
+                  tie_break: str) -> None:
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
     for name, tensor in (("labels", labels), ("predictions", predictions)):
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
@@ -130,17 +140,21 @@ def _quota(counts: torch.Tensor, fraction: float, max_per_class: int) -> torch.T
     return torch.minimum(wanted.clamp(min=1), counts).clamp(max=max_per_class)
 
 
-def _closest_per_group(groups: torch.Tensor, distances: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
+def _closest_per_group(groups: torch.Tensor, distances: torch.Tensor, quota: torch.Tensor,
+                       tie_order: torch.Tensor | None = None) -> torch.Tensor:
     """Group-wise top-k: in each group g, the ``quota[g]`` elements with the smallest distance.
 
-    Elements are sorted by (group, distance, position); the position breaks ties, so ``+inf`` distances come last in
-    their group and equal distances go to the lower position.
+    Elements are sorted by (group, distance, tie rank), the tie rank being the position in ``tie_order`` (a
+    permutation of the elements; None: the identity, equal distances go to the lower position). ``+inf`` distances
+    come last in their group.
 
     Shape:
         groups: (N,) int64 in [0, G); distances: (N,) float; quota: (G,) int64.
         returns: (N,) bool, True on the chosen elements.
     """
-    by_distance = torch.sort(distances, stable=True).indices  # ties keep position order
+    if tie_order is None:
+        tie_order = torch.arange(groups.numel(), device=groups.device)
+    by_distance = tie_order[torch.sort(distances[tie_order], stable=True).indices]  # ties keep the tie order
     order = by_distance[torch.sort(groups[by_distance], stable=True).indices]
     sorted_groups = groups[order]
     counts = torch.bincount(groups, minlength=quota.numel())
@@ -152,15 +166,15 @@ def _closest_per_group(groups: torch.Tensor, distances: torch.Tensor, quota: tor
 
 @torch.no_grad()
 def boundary_aware_negatives(labels: torch.Tensor, predictions: torch.Tensor, fraction: float = 0.2,
-                             max_per_class: int = 1024, ignore_index: int = 255,
-                             literal: bool = False) -> BaneSample:
+                             max_per_class: int = 1024, ignore_index: int = 255, literal: bool = False,
+                             tie_break: str = "random", generator: torch.Generator | None = None) -> BaneSample:
     """BANE hard negatives of one feature level: the mispredicted pixels closest to the rim of their error region.
 
     Per class n over the whole batch: the error region ``E_n = (labels == n) & (predictions != n)`` (ignored pixels
     excluded), the exact Euclidean distance of each of its pixels to the nearest pixel outside ``E_n`` (the image
     border is not an edge), and the ``min(ceil(fraction * |E_n|), max_per_class)`` pixels with the smallest distance,
-    ties broken by the lower flat index ``(b * h + y) * w + x``. An error region filling a whole image has ``+inf``
-    distances: ranked after all finite ones, still selected when the quota reaches them.
+    ties broken at random (or by the lower flat index ``(b * h + y) * w + x``). An error region filling a whole image
+    has ``+inf`` distances: ranked after all finite ones, still selected when the quota reaches them.
 
     Args:
         labels: ground truth at the level's resolution.
@@ -171,18 +185,22 @@ def boundary_aware_negatives(labels: torch.Tensor, predictions: torch.Tensor, fr
         ignore_index: label value never in an error region.
         literal: ablation. False (default): a selected pixel is a hard negative for the anchor of the class it was
             predicted as. True: for the anchor of its own ground-truth class, the paper's literal text.
+        tie_break: "random" (default): equal distances are ranked in a uniformly random order; "index": by the lower
+            flat index, deterministic.
+        generator: source of the random tie order; None uses the global RNG of the labels' device.
 
     Returns:
         The selection, on the labels' device.
 
     Raises:
-        ValueError: on non-integer or mismatched inputs, ``fraction`` outside (0, 1], or ``max_per_class`` < 1.
+        ValueError: on non-integer or mismatched inputs, ``fraction`` outside (0, 1], ``max_per_class`` < 1 or an
+            unknown ``tie_break``.
 
     Shape:
         labels: (B, h, w) int, ``ignore_index`` = void; predictions: (B, h, w) int.
         returns: ``BaneSample`` with (B, h, w) fields.
     """
-    _check_inputs(labels, predictions, fraction, max_per_class)
+    _check_inputs(labels, predictions, fraction, max_per_class, tie_break)
     labels, predictions = labels.long(), predictions.long()
     flat_labels = labels.reshape(-1)
     is_error = (labels != ignore_index) & (predictions != labels)
@@ -191,7 +209,8 @@ def boundary_aware_negatives(labels: torch.Tensor, predictions: torch.Tensor, fr
 
     error_distances = _classwise_rim_distances(error_classes, error_pixels, class_of_error, labels.shape)
     counts = torch.bincount(class_of_error, minlength=error_classes.numel())
-    chosen = _closest_per_group(class_of_error, error_distances, _quota(counts, fraction, max_per_class))
+    tie_order = random_permutation(error_pixels.numel(), labels.device, generator) if tie_break == "random" else None
+    chosen = _closest_per_group(class_of_error, error_distances, _quota(counts, fraction, max_per_class), tie_order)
 
     selected_pixels = error_pixels[chosen]
     selected = torch.zeros_like(flat_labels, dtype=torch.bool)

@@ -262,3 +262,41 @@ def random_anchor_sampling(labels: torch.Tensor, max_samples: int = 1024, ignore
     height, width = labels.shape[-2:]
     pairs = pixels.div(height * width, rounding_mode="floor") * (int(classes.max()) + 1) + classes
     return AnchorSample(pixels, classes, is_hard, 0, int(torch.unique(pairs).numel()))
+
+
+@torch.no_grad()
+def class_balanced_sampling(labels: torch.Tensor, max_total: int = 10000, max_per_class: int = 2500,
+                            min_per_class: int = 5, ignore_index: int = 255,
+                            generator: torch.Generator | None = None) -> AnchorSample:
+    """Uniform pixels per class over the whole batch, with a cap per class and in total (Contextrast, spec A.3).
+
+    Classes with fewer than ``min_per_class`` labelled pixels are dropped. Each of the C remaining classes gets
+    ``min(count, max_per_class, max_total // C)`` pixels drawn uniformly without replacement, so the total never
+    exceeds ``max_total`` and the budget is shared equally by the classes before the per-class cap (the rule of the
+    multi-scale contrastive code of Pissas et al. that Contextrast builds on: ``max_views_per_class``,
+    ``max_features_total``, ``min_views_per_class``).
+
+    Shape:
+        labels: (B, h, w) int64 at the embedding resolution.
+        returns: ``AnchorSample`` ordered by class ascending (random order within a class), ``views_per_pair = 0``
+        and ``num_pairs`` = C (classes, not (image, class) pairs: the sample is over the batch).
+    """
+    _check_labels(labels)
+    for name, value in (("max_total", max_total), ("max_per_class", max_per_class), ("min_per_class", min_per_class)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    device = labels.device
+    pixels, classes = _valid_pixels(labels, ignore_index)
+    if pixels.numel() == 0:
+        return AnchorSample.empty(device)
+    sizes = torch.bincount(classes)
+    kept = sizes >= min_per_class
+    num_kept = int(kept.sum())
+    if num_kept == 0:
+        return AnchorSample.empty(device)
+    per_class = min(max_per_class, max_total // num_kept)
+    quota = torch.where(kept, sizes.clamp(max=per_class), 0)
+    chosen = sample_within_groups(classes, quota, generator, sizes)
+    pixels, chosen_classes = pixels[chosen], classes[chosen]
+    return AnchorSample(pixels, chosen_classes, torch.zeros_like(chosen_classes, dtype=torch.bool), 0,
+                        num_kept if per_class else 0)
