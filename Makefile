@@ -1,5 +1,6 @@
 # Two entry points (see README): `make reproduce` runs the notebook suite, `make test` runs every test.
-# Both create the virtual environment in $(VENV) first when it is missing or older than pyproject.toml.
+# Both create the virtual environment in $(VENV) first when it is missing or older than pyproject.toml or
+# constraints.txt (the pinned versions that the committed notebook outputs were computed with).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,9 +16,9 @@ export CONTRASTSEG_RUNS ?= $(CURDIR)/runs
 
 setup: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $(INSTALLED)
 
 reproduce: $(INSTALLED)

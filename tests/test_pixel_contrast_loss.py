@@ -297,3 +297,49 @@ def test_the_forward_pass_keeps_no_similarity_matrix_for_backward():
     assert max(saved_sizes) <= 300 * 16  # the inputs, never a (chunk, M) or (N, M) matrix
     value.backward()
     assert torch.isfinite(anchors.grad).all()
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 4, None])
+def test_memory_rows_are_contrast_rows_without_gradient(with_mask, chunk_size):
+    """In-batch contrast plus constant memory rows = the loop oracle over the concatenated contrast set, and the
+    anchors' gradient equals that of the concatenation in which only the anchor part carries a gradient."""
+    generator = torch.Generator().manual_seed(11)
+    anchors = unit_rows(14, 8, generator)
+    anchor_labels = torch.randint(0, 4, (14,), generator=generator)
+    memory = unit_rows(33, 8, generator)
+    memory_labels = torch.randint(0, 4, (33,), generator=generator)
+    mask = random_mask(14, 14 + 33, seed=12) if with_mask else None
+    contrast_all, labels_all = torch.cat([anchors, memory]), torch.cat([anchor_labels, memory_labels])
+    not_self = torch.cat([~torch.eye(14, dtype=torch.bool), torch.ones(14, 33, dtype=torch.bool)], dim=1)
+    oracle_mask = not_self if mask is None else not_self & mask
+    expected = loop_reference(anchors, anchor_labels, contrast_all, labels_all, 0.1, 0.07, contrast_mask=oracle_mask)
+
+    leaf = anchors.clone().requires_grad_()
+    constant = memory.clone().requires_grad_()  # would get a gradient if the loss computed one
+    value = PixelContrastLoss(chunk_size=chunk_size)(leaf, anchor_labels, contrast_mask=mask, memory=constant,
+                                                     memory_labels=memory_labels)
+    assert value.item() == pytest.approx(expected, rel=2e-6, abs=2e-6)
+    value.backward()
+    assert constant.grad is None
+
+    concatenated = anchors.clone().requires_grad_()
+    reference = pixel_contrast(concatenated, anchor_labels, torch.cat([concatenated, memory]), labels_all,
+                               contrast_mask=oracle_mask, chunk_size=chunk_size)
+    reference.backward()
+    torch.testing.assert_close(leaf.grad, concatenated.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_memory_arguments_are_checked():
+    anchors, labels = torch.zeros(4, 8), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="give both or neither"):
+        pixel_contrast(anchors, labels, anchors, labels, memory=torch.zeros(3, 8))
+    with pytest.raises(ValueError, match=r"memory must be \(R, D=8\)"):
+        pixel_contrast(anchors, labels, anchors, labels, memory=torch.zeros(3, 6),
+                       memory_labels=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="memory_labels must be"):
+        pixel_contrast(anchors, labels, anchors, labels, memory=torch.zeros(3, 8),
+                       memory_labels=torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(N, M \+ R\) = \(4, 7\)"):
+        pixel_contrast(anchors, labels, anchors, labels, memory=torch.zeros(3, 8),
+                       memory_labels=torch.zeros(3, dtype=torch.long), contrast_mask=torch.ones(4, 4, dtype=bool))

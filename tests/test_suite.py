@@ -19,7 +19,7 @@ import pytest
 
 from contrastseg.report import write_report
 from contrastseg.results import load_results, read_records, results_dir_for, save_figure, save_results
-from contrastseg.suite import format_failures, load_manifest, main, run_suite
+from contrastseg.suite import format_failures, load_manifest, main, parse_overrides, run_suite
 
 PARAMS = 'preset = "smoke"\nresults_dir = ""'
 
@@ -193,6 +193,20 @@ def test_manifest_errors(tmp_path):
     with pytest.raises(ValueError, match="set by the suite"):
         load_manifest(manifest)
     assert main(["--manifest", str(tmp_path / "missing.yaml"), "--out", str(tmp_path), "--no-progress"]) == 2
+
+
+def test_set_overrides_reach_every_notebook_and_win_over_the_manifest(tmp_path, capsys):
+    manifest = make_project(tmp_path)
+    out = tmp_path / "runs"
+    assert main(["--manifest", str(manifest), "--out", str(out), "--no-progress", "--only", "c_good",
+                 "--set", "label=from-cli"]) == 0
+    assert load_results(out / "smoke" / "c_good")["label"] == "from-cli"  # the manifest says "second"
+    assert parse_overrides(["steps=200", "seeds=[0, 1]", "name=x"]) == {"steps": 200, "seeds": [0, 1], "name": "x"}
+    for bad in (["steps"], ["=3"], ["a b=1"], ["x=[1"]):
+        with pytest.raises(ValueError, match="--set"):
+            parse_overrides(bad)
+    with pytest.raises(ValueError, match="cannot be overridden"):
+        run_suite("smoke", manifest, out, progress=False, overrides={"preset": "demo"})
 
 
 def test_module_entry_point():

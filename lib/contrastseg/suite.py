@@ -5,6 +5,7 @@ Usage::
     python -m contrastseg.suite --preset smoke            # CPU, minutes
     python -m contrastseg.suite --preset demo --only tab2  # notebooks whose path contains "tab2"
     python -m contrastseg.suite --preset paper --force     # rerun even the current ones
+    python -m contrastseg.suite --preset demo --set steps=200  # a parameter for every notebook (YAML value)
 
 The manifest (``notebooks/manifest.yaml``) is a YAML list; each entry names a notebook, relative to the manifest's
 folder or to its parent (the repository root), a title, and optional extra parameters per preset::
@@ -16,10 +17,10 @@ folder or to its parent (the repository root), a title, and optional extra param
 
 For a notebook ``<stem>.ipynb`` and a preset, the batch writes the executed copy to ``<out>/<preset>/<stem>.ipynb``
 and passes ``results_dir=<out>/<preset>/<stem>/`` (an absolute path), where the notebook saves ``results.json`` and
-its figures (`contrastseg.results`). Injected parameters: ``preset``, ``results_dir`` and the manifest's parameters
-for that preset. Every notebook runs in this one Python process through ``papermill.execute_notebook`` (about 1 s of
-overhead each, against 3.5 s for the papermill CLI), with the ``python3`` kernel and the notebook's folder as its
-working directory.
+its figures (`contrastseg.results`). Injected parameters: ``preset``, ``results_dir``, the manifest's parameters
+for that preset, then those of ``--set`` (``overrides``), which win. Every notebook runs in this one Python process
+through ``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 s for the papermill CLI), with the
+``python3`` kernel and the notebook's folder as its working directory.
 
 Resume: after each notebook a stamp (``.suite_stamp.json`` in its results folder) records a hash of the notebook's
 cell sources, the injected parameters and ``contrastseg.__version__``, with the status. A later batch skips a
@@ -234,15 +235,17 @@ def _source_cell_index(source_path: Path, executed_index: int) -> int:
     return executed_index - 1 if executed_index > injected_at else executed_index
 
 
-def run_notebook(entry: ManifestEntry, preset: str, preset_dir: Path, force: bool = False) -> NotebookOutcome:
+def run_notebook(entry: ManifestEntry, preset: str, preset_dir: Path, force: bool = False,
+                 overrides: dict[str, Any] | None = None) -> NotebookOutcome:
     """Run one manifest entry with papermill (or skip it when its executed copy is current); never raises
-    for a notebook's own failure."""
+    for a notebook's own failure. ``overrides`` are parameters for every notebook, over the manifest's."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     output = (preset_dir / f"{entry.stem}.ipynb").resolve()
     results_dir = (preset_dir / entry.stem).resolve()
-    parameters = {"preset": preset, "results_dir": str(results_dir), **entry.parameters.get(preset, {})}
+    parameters = {"preset": preset, "results_dir": str(results_dir), **entry.parameters.get(preset, {}),
+                  **(overrides or {})}
     outcome = NotebookOutcome(
         notebook=entry.notebook,
         title=entry.title,
@@ -305,6 +308,7 @@ def run_suite(
     force: bool = False,
     only: str | None = None,
     progress: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> SuiteResult:
     """Run the manifest's notebooks with ``preset``; see the module docstring.
 
@@ -315,11 +319,16 @@ def run_suite(
         force: rerun notebooks whose executed copy is current.
         only: run only the notebooks whose manifest path contains this substring.
         progress: show a progress bar over notebooks (stderr).
+        overrides: parameters injected into every notebook, over the manifest's (e.g. ``{"steps": 200}``); a
+            notebook without such a parameter gets the assignment anyway, which papermill reports and ignores.
     """
     from tqdm import tqdm
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    reserved = sorted(set(overrides or {}) & set(RESERVED_PARAMETERS))
+    if reserved:
+        raise ValueError(f"the suite sets {', '.join(reserved)} itself; it cannot be overridden")
     entries = load_manifest(manifest_path)
     if only:
         entries = [e for e in entries if only in e.notebook]
@@ -333,7 +342,8 @@ def run_suite(
     with environ(MPLBACKEND="agg", **{RUNS_ENV: runs_store}):
         for entry in bar:
             bar.set_postfix_str(entry.stem)
-            result.outcomes.append(run_notebook(entry, preset, preset_dir, force=force))
+            result.outcomes.append(run_notebook(entry, preset, preset_dir, force=force,
+                                                            overrides=overrides))
             result.summary_path = _write_summary(preset_dir, result)  # up to date if the batch is interrupted
     bar.close()
     result.summary_path = _write_summary(preset_dir, result)
@@ -364,6 +374,22 @@ def format_failures(result: SuiteResult) -> str:
     return "\n".join(lines)
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["steps=200", "seeds=[0, 1]"]`` -> ``{"steps": 200, "seeds": [0, 1]}`` (values parsed as YAML)."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ValueError(f"--set wants NAME=VALUE with NAME a parameter name, got {item!r}")
+        try:
+            overrides[name.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
+    return overrides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI; returns the exit status (0: all ok, 1: a notebook failed, 2: bad manifest or arguments)."""
     parser = argparse.ArgumentParser(
@@ -375,11 +401,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs)")
     parser.add_argument("--manifest", default=DEFAULT_MANIFEST, metavar="FILE", help=f"default: {DEFAULT_MANIFEST}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a parameter for every notebook, VALUE read as YAML (e.g. steps=200, seeds=[0,1]); "
+                             "repeatable")
     args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     try:
         result = run_suite(
-            args.preset, args.manifest, args.out, force=args.force, only=args.only, progress=not args.no_progress
+            args.preset, args.manifest, args.out, force=args.force, only=args.only, progress=not args.no_progress,
+            overrides=overrides,
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

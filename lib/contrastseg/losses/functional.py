@@ -39,6 +39,7 @@ def default_chunk_size(num_contrast: int, budget: int = SIMILARITY_BUDGET) -> in
 def pixel_contrast(anchors: torch.Tensor, anchor_labels: torch.Tensor, contrast: torch.Tensor,
                    contrast_labels: torch.Tensor, temperature: float = 0.1, base_temperature: float = 0.07,
                    exclude_self: bool = False, *, contrast_mask: torch.Tensor | None = None,
+                   memory: torch.Tensor | None = None, memory_labels: torch.Tensor | None = None,
                    chunk_size: int | None = None) -> torch.Tensor:
     """Supervised pixel contrast of anchors against a contrast set (the batch itself or a memory).
 
@@ -64,25 +65,34 @@ def pixel_contrast(anchors: torch.Tensor, anchor_labels: torch.Tensor, contrast:
             (row i is anchor i), so it requires N == M.
         contrast_mask: if given, only the True entries of row i take part for anchor i (as positives or negatives
             according to the labels): how a sampler picks per-anchor positives and negatives from a memory.
-        chunk_size: anchor rows per chunk; None picks ``max(1, SIMILARITY_BUDGET // M)``.
+        memory: further unit-norm contrast rows after ``contrast`` (a memory bank's), constants: no gradient is
+            computed for them, which saves a third of the work when ``contrast`` (e.g. the anchors themselves)
+            needs one. For ``contrast_mask`` and the formula they are contrast rows M, ..., M + R - 1.
+        memory_labels: class of each memory row; required with ``memory``.
+        chunk_size: anchor rows per chunk; None picks ``max(1, SIMILARITY_BUDGET // (M + R))``.
 
     Shape:
         anchors: (N, D) float (any floating dtype; half and bfloat16 are computed in float32, also under autocast).
         anchor_labels: (N,) int.
         contrast: (M, D) float.
         contrast_labels: (M,) int.
-        contrast_mask: (N, M) bool.
+        memory: (R, D) float; memory_labels: (R,) int.
+        contrast_mask: (N, M + R) bool (R = 0 without memory).
         returns: () float32 (float64 when an input is float64).
 
     Raises:
         ValueError: on inconsistent shapes, a non-bool ``contrast_mask``, ``exclude_self`` with N != M, or a
             non-positive ``chunk_size`` / temperature.
     """
+    if (memory is None) != (memory_labels is None):
+        raise ValueError("memory and memory_labels go together: give both or neither")
+    if memory is None:
+        memory, memory_labels = contrast[:0], contrast_labels[:0]
     _check_inputs(anchors, anchor_labels, contrast, contrast_labels, exclude_self, contrast_mask, chunk_size,
-                  temperature, base_temperature)
+                  temperature, base_temperature, memory, memory_labels)
     dtype = torch.promote_types(torch.promote_types(anchors.dtype, contrast.dtype), torch.float32)
     anchors, contrast = anchors.to(dtype), contrast.to(dtype)
-    num_anchors, num_contrast = anchors.shape[0], contrast.shape[0]
+    num_anchors, num_contrast = anchors.shape[0], contrast.shape[0] + memory.shape[0]
     if num_anchors == 0 or num_contrast == 0:  # a zero connected to the inputs, so that backward() works
         return (anchors.sum() + contrast.sum()) * 0.0
     if chunk_size is None:
@@ -90,7 +100,7 @@ def pixel_contrast(anchors: torch.Tensor, anchor_labels: torch.Tensor, contrast:
     scale = temperature / base_temperature
     with torch.autocast(device_type=anchors.device.type, enabled=False):  # the matmuls stay in `dtype` under AMP
         return _PixelContrast.apply(anchors, contrast, anchor_labels, contrast_labels, contrast_mask, temperature,
-                                    scale, exclude_self, chunk_size)
+                                    scale, exclude_self, chunk_size, memory.detach().to(dtype), memory_labels)
 
 
 class _PixelContrast(torch.autograd.Function):
@@ -100,21 +110,26 @@ class _PixelContrast(torch.autograd.Function):
     ``factor = scale / (number of anchors with a positive)``. Its derivative with respect to the similarities is
     ``-factor * q_ip / |P(i)|`` at a positive and ``factor * (sum_p q_ip / |P(i)|) * exp(s_in - lse_i)`` at a
     negative, with ``q_ip = sigmoid(gap_ip)``; then ``d anchors = G @ contrast / tau``, ``d contrast = G.T @ anchors
-    / tau``. The loss is a scalar, so the backward pass only multiplies these by the incoming gradient.
+    / tau`` (over the columns of ``contrast`` only: the memory rows after it get none). The loss is a scalar, so the
+    backward pass only multiplies these by the incoming gradient.
     """
 
     @staticmethod
     def forward(ctx, anchors, contrast, anchor_labels, contrast_labels, contrast_mask, temperature, scale,
-                exclude_self, chunk_size):
+                exclude_self, chunk_size, memory, memory_labels):
         needs_anchor_grad, needs_contrast_grad = ctx.needs_input_grad[:2]
         grad_anchors = torch.zeros_like(anchors) if needs_anchor_grad else None
         grad_contrast = torch.zeros_like(contrast) if needs_contrast_grad else None
+        num_grad_columns = contrast.shape[0]
+        if memory.shape[0]:
+            contrast = torch.cat([contrast, memory])
+            contrast_labels = torch.cat([contrast_labels, memory_labels])
         total = anchors.new_zeros(())
         counted = torch.zeros((), dtype=torch.int64, device=anchors.device)
         for start in range(0, anchors.shape[0], chunk_size):
             stop = min(start + chunk_size, anchors.shape[0])
             chunk_anchors = anchors[start:stop]
-            logits = (chunk_anchors / temperature) @ contrast.T  # (C, M)
+            logits = (chunk_anchors / temperature) @ contrast.T  # (C, M + R)
             positives, not_negative = _chunk_masks(anchor_labels[start:stop], contrast_labels,
                                                    None if contrast_mask is None else contrast_mask[start:stop],
                                                    start if exclude_self else None)
@@ -137,7 +152,7 @@ class _PixelContrast(torch.autograd.Function):
             if needs_anchor_grad:
                 grad_anchors[start:stop] = grad_logits @ contrast / temperature
             if needs_contrast_grad:
-                grad_contrast.addmm_(grad_logits.T, chunk_anchors, alpha=1 / temperature)
+                grad_contrast.addmm_(grad_logits[:, :num_grad_columns].T, chunk_anchors, alpha=1 / temperature)
         factor = scale / counted.clamp(min=1).to(anchors.dtype)
         ctx.save_for_backward(None if grad_anchors is None else grad_anchors * factor,
                               None if grad_contrast is None else grad_contrast * factor)
@@ -149,7 +164,7 @@ class _PixelContrast(torch.autograd.Function):
         grad_anchors, grad_contrast = ctx.saved_tensors
         return (None if grad_anchors is None else grad_anchors * grad_output,
                 None if grad_contrast is None else grad_contrast * grad_output,
-                None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None)
 
 
 def _chunk_masks(anchor_labels: torch.Tensor, contrast_labels: torch.Tensor, contrast_mask: torch.Tensor | None,
@@ -189,7 +204,7 @@ def _exp_over_negatives_(logits: torch.Tensor, not_negative: torch.Tensor) -> tu
 
 
 def _check_inputs(anchors, anchor_labels, contrast, contrast_labels, exclude_self, contrast_mask, chunk_size,
-                  temperature, base_temperature) -> None:
+                  temperature, base_temperature, memory, memory_labels) -> None:
     if anchors.dim() != 2:
         raise ValueError(f"anchors must be (N, D), got shape {tuple(anchors.shape)}")
     if contrast.dim() != 2:
@@ -204,13 +219,19 @@ def _check_inputs(anchors, anchor_labels, contrast, contrast_labels, exclude_sel
     if contrast_labels.shape != contrast.shape[:1]:
         raise ValueError(f"contrast_labels must be ({contrast.shape[0]},) to match contrast "
                          f"{tuple(contrast.shape)}, got {tuple(contrast_labels.shape)}")
+    if memory.dim() != 2 or memory.shape[1] != anchors.shape[1] or not memory.is_floating_point():
+        raise ValueError(f"memory must be (R, D={anchors.shape[1]}) floating point, got {tuple(memory.shape)} "
+                         f"{memory.dtype}")
+    if memory_labels.shape != memory.shape[:1]:
+        raise ValueError(f"memory_labels must be ({memory.shape[0]},) to match memory {tuple(memory.shape)}, "
+                         f"got {tuple(memory_labels.shape)}")
     if exclude_self and anchors.shape[0] != contrast.shape[0]:
         raise ValueError(f"exclude_self needs the contrast set to be the anchors (row i = anchor i), but there are "
                          f"{anchors.shape[0]} anchors and {contrast.shape[0]} contrast rows")
     if contrast_mask is not None:
-        expected = (anchors.shape[0], contrast.shape[0])
+        expected = (anchors.shape[0], contrast.shape[0] + memory.shape[0])
         if tuple(contrast_mask.shape) != expected:
-            raise ValueError(f"contrast_mask must be (N, M) = {expected}, got {tuple(contrast_mask.shape)}")
+            raise ValueError(f"contrast_mask must be (N, M + R) = {expected}, got {tuple(contrast_mask.shape)}")
         if contrast_mask.dtype != torch.bool:
             raise ValueError(f"contrast_mask must be bool, got {contrast_mask.dtype}")
     if chunk_size is not None and chunk_size < 1:

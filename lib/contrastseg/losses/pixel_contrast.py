@@ -13,7 +13,8 @@ class PixelContrastLoss(nn.Module):
 
     Without a contrast set the anchors are contrasted with each other (in-batch, as in the paper's no-memory variant;
     an anchor is not its own positive). With one (memory rows, or any other embeddings) the anchors are contrasted
-    only with it. See ``contrastseg.losses.functional.pixel_contrast`` for the formula, the edge cases and how the
+    only with it. ``memory`` rows are added to either as constants (no gradient flows into them): in-batch contrast
+    plus a memory bank is ``loss(anchors, labels, memory=rows, memory_labels=row_labels)``. See ``contrastseg.losses.functional.pixel_contrast`` for the formula, the edge cases and how the
     anchors x contrast similarities are chunked to bound memory.
 
     Args:
@@ -27,7 +28,9 @@ class PixelContrastLoss(nn.Module):
         anchor_labels: (N,) int.
         contrast: (M, D) float, unit-norm rows; None means the anchors themselves.
         contrast_labels: (M,) int; required with ``contrast``, forbidden without.
-        contrast_mask: (N, M) bool, which contrast rows take part for each anchor (in-batch: (N, N)); None: all.
+        memory: (R, D) float, unit-norm rows after the contrast set, without gradient; None: no such rows.
+        memory_labels: (R,) int; required with ``memory``.
+        contrast_mask: (N, M + R) bool, which contrast rows take part for each anchor (in-batch: M = N); None: all.
         returns: () float32 (float64 for float64 inputs).
     """
 
@@ -44,7 +47,8 @@ class PixelContrastLoss(nn.Module):
 
     def forward(self, anchors: torch.Tensor, anchor_labels: torch.Tensor, contrast: torch.Tensor | None = None,
                 contrast_labels: torch.Tensor | None = None,
-                contrast_mask: torch.Tensor | None = None) -> torch.Tensor:
+                contrast_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None,
+                memory_labels: torch.Tensor | None = None) -> torch.Tensor:
         if contrast is None:
             if contrast_labels is not None:
                 raise ValueError("contrast_labels were given without contrast rows")
@@ -54,8 +58,8 @@ class PixelContrastLoss(nn.Module):
                 raise ValueError("contrast rows were given without contrast_labels")
             exclude_self = False
         return pixel_contrast(anchors, anchor_labels, contrast, contrast_labels, self.temperature,
-                              self.base_temperature, exclude_self, contrast_mask=contrast_mask,
-                              chunk_size=self.chunk_size)
+                              self.base_temperature, exclude_self, contrast_mask=contrast_mask, memory=memory,
+                              memory_labels=memory_labels, chunk_size=self.chunk_size)
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, base_temperature={self.base_temperature}, "

@@ -100,11 +100,9 @@ class PixelContrastObjective(CrossEntropyObjective):
                                        self.num_positives, self.num_negatives)
         if self.reference_quirks:
             return self.loss(anchors, anchor_labels, rows, row_labels, contrast_mask=selected)
-        count = len(anchors)
-        not_self = ~torch.eye(count, dtype=torch.bool, device=anchors.device)
-        memory_part = selected if selected is not None else not_self.new_ones(count, len(rows))
-        return self.loss(anchors, anchor_labels, torch.cat([anchors, rows]), torch.cat([anchor_labels, row_labels]),
-                         contrast_mask=torch.cat([not_self, memory_part], dim=1))
+        if selected is not None:  # every anchor of the batch, the selected memory rows (the anchor itself excluded)
+            selected = torch.cat([selected.new_ones(len(anchors), len(anchors)), selected], dim=1)
+        return self.loss(anchors, anchor_labels, memory=rows, memory_labels=row_labels, contrast_mask=selected)
 
     def weights(self, step: int) -> dict[str, float]:
         contrast = 0.0 if step < self.warmup_steps else self.contrast_weight  # warm-up: the term is logged, not used
