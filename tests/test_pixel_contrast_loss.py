@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastseg.losses import PixelContrastLoss
-from contrastseg.losses.functional import SIMILARITY_BUDGET, default_chunk_size, pixel_contrast
+from contrastseg.losses.functional import MIN_CHUNK_ROWS, SIMILARITY_BUDGET, default_chunk_size, pixel_contrast
 
 
 def loop_reference(anchors, anchor_labels, contrast, contrast_labels, temperature=0.1, base_temperature=0.07,
@@ -264,8 +264,10 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_default_chunk_size_follows_the_budget():
-    assert default_chunk_size(190_000) == SIMILARITY_BUDGET // 190_000
-    assert default_chunk_size(190_000, budget=2**24) == 88
+    assert default_chunk_size(19_000) == SIMILARITY_BUDGET // 19_000 >= MIN_CHUNK_ROWS
+    assert default_chunk_size(190_000) == 4 * SIMILARITY_BUDGET // 190_000 == 88  # thin chunks: stretched up to 4x
+    assert default_chunk_size(100_000) == MIN_CHUNK_ROWS  # stretched, within 4x
+    assert default_chunk_size(190_000, budget=2**24) == MIN_CHUNK_ROWS
     assert default_chunk_size(10**9) == 1
     assert default_chunk_size(0) == SIMILARITY_BUDGET
 
