@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from contrastseg.data.folder import IMAGE_SUFFIX, LABEL_SUFFIX
-from contrastseg.data.synthscapes import DEFAULT_LENGTHS, SPLITS, SynthScapes, generator_parameters
+from contrastseg.data.synthscapes import DEFAULT_LENGTHS, SPLITS, SynthScapes, generator_parameters, sample_name
 
 CITY = "synthscapes"
 PARAMETERS_FILE = "synthscapes.json"
@@ -32,7 +32,7 @@ PARAMETERS_FILE = "synthscapes.json"
 
 def sample_paths(root: Path, split: str, index: int) -> tuple[Path, Path]:
     """Image and label paths of sample ``index`` of ``split`` under ``root``."""
-    name = f"{CITY}_{index:06d}"
+    name = sample_name(index)
     return (root / "leftImg8bit" / split / CITY / f"{name}{IMAGE_SUFFIX}",
             root / "gtFine" / split / CITY / f"{name}{LABEL_SUFFIX}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 from pathlib import Path
 
@@ -13,18 +12,11 @@ from PIL import Image
 
 from contrastseg.data import DATASETS, SegmentationFolder, SynthScapes, build_dataset, dataset_info, train_transform
 from contrastseg.data.synthscapes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, POLE, SPLITS
+from conftest import load_data_script
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _load_make_synthetic():
-    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "data_scripts" / "make_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_synthetic = _load_make_synthetic()
+make_synthetic = load_data_script("make_synthetic")
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ ANCHOR_SAMPLINGS = ("hard", "random")
 MEMORIES = ("none", "pixel", "segment", "both")
 MEMORY_SAMPLINGS = ("all", "random", "hardest", "semi_hard")
 BANE_MODES = ("off", "union", "replace")
+OPTIMIZERS = ("sgd", "adamw")
+REGION_LOSSES = ("rcc", "smc", "rmc", "rfc")
 
 # Fields that do not change what a run computes (beyond the last float bits), so they stay out of the hash:
 # a run trained with 4 loader workers is the same run as one trained with none.
@@ -39,12 +41,18 @@ class ExperimentConfig:
         image_size: side of the square training crop and of the synthetic images, in pixels.
         num_train: training images used (0 = the whole split).
         num_val: validation images used (0 = the whole split).
+        label_fraction: share of the training images that keep their labels (a nested, deterministic partition,
+            ``contrastseg.data.partitions``); semi-supervised methods use the rest without labels, the others leave
+            them out. 1 = every image labeled.
+        partition_file: a split list naming the labeled training images; overrides ``label_fraction``.
     Model:
         backbone: backbone name (``contrastseg.models.BACKBONES``).
         head: decode head name (``contrastseg.models.HEADS``).
         output_stride: backbone output stride, 8 or 16 (the papers use 8).
         pretrained: empty for random initialisation; a path to a local weights file; or ``"timm"`` for timm's
             default weights, which must already be in the local Hugging Face cache (nothing is downloaded).
+        num_queries, mask_dim, decoder_layers: size of the mask-classification model (head "mask_classification"):
+            queries N, width of its pixel decoder and transformer decoder, transformer decoder layers.
     Method:
         method: training objective (``contrastseg.objectives.OBJECTIVES``).
     Contrastive terms (shared by the contrastive methods):
@@ -74,7 +82,16 @@ class ExperimentConfig:
         bane_max_per_class: cap on BANE negatives per class and level.
         bane_literal: a BANE pixel is a negative of its own class's anchor (the paper's literal text) instead of the
             anchor of the class it was wrongly predicted as.
-    Optimisation (SGD, poly schedule):
+    RC²L (Zhang et al. 2022), semi-supervised:
+        ema_momentum: the teacher's EMA momentum m, reached through the mean-teacher ramp min(1 - 1 / (step + 1), m).
+        confidence_threshold: a teacher query becomes a pseudo-region when its top class probability reaches this.
+        unlabeled_weight: lambda_u of the consistency terms (RCC, SMC); ``contrast_weight`` is lambda_c of RMC, RFC.
+        unlabeled_rampup: share of the steps over which the unlabeled terms' weights ramp up (sigmoid ramp).
+        region_losses: the unlabeled terms that are on, comma-separated, from "rcc,smc,rmc,rfc".
+        cutmix_probability: chance that a student's strong view gets a CutMix box from another unlabeled image.
+        unlabeled_batch_size: unlabeled images per step (0 = ``batch_size``).
+    Optimisation (poly schedule):
+        optimizer: "sgd" (with momentum) or "adamw" (the mask-classification literature's choice).
         steps, batch_size, lr, momentum, weight_decay, poly_power.
         amp: mixed precision (bf16 autocast) when training on CUDA; ignored on the CPU.
     Run:
@@ -91,11 +108,16 @@ class ExperimentConfig:
     image_size: int = 64
     num_train: int = 256
     num_val: int = 64
+    label_fraction: float = 1.0
+    partition_file: str = ""
 
     backbone: str = "tiny"
     head: str = "fcn"
     output_stride: int = 8
     pretrained: str = ""
+    num_queries: int = 100
+    mask_dim: int = 256
+    decoder_layers: int = 6
 
     method: str = "ce"
 
@@ -127,6 +149,15 @@ class ExperimentConfig:
     bane_max_per_class: int = 1024
     bane_literal: bool = False
 
+    ema_momentum: float = 0.999
+    confidence_threshold: float = 0.7
+    unlabeled_weight: float = 1.0
+    unlabeled_rampup: float = 0.1
+    region_losses: str = "rcc,smc,rmc,rfc"
+    cutmix_probability: float = 0.5
+    unlabeled_batch_size: int = 0
+
+    optimizer: str = "sgd"
     steps: int = 300
     batch_size: int = 8
     lr: float = 0.01
@@ -165,6 +196,10 @@ class ExperimentConfig:
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    def region_loss_names(self) -> tuple[str, ...]:
+        """``region_losses`` as a tuple of names, e.g. ("rcc", "smc")."""
+        return tuple(name.strip() for name in self.region_losses.split(",") if name.strip())
+
     def replace(self, **changes) -> "ExperimentConfig":
         return dataclasses.replace(self, **changes)
 
@@ -189,11 +224,30 @@ def demo(**overrides) -> ExperimentConfig:
     return base.replace(**overrides)
 
 
+MASK_CLASSIFICATION_SETTINGS = {
+    "smoke": dict(head="mask_classification", num_queries=16, mask_dim=32, decoder_layers=2, optimizer="adamw",
+                  lr=1e-3, weight_decay=1e-4, ema_momentum=0.99),
+    "demo": dict(head="mask_classification", num_queries=50, mask_dim=128, decoder_layers=3, optimizer="adamw",
+                 lr=5e-4, weight_decay=1e-4, ema_momentum=0.99),
+}
+"""Per preset, the overrides that turn it into a mask-classification setting (the model and the optimiser of the
+supervised baseline and RC²L; ``proj_dim`` stays the preset's): fewer queries and layers than MaskFormer's 100 and 6
+for the small synthetic images, AdamW as in MaskFormer, and an EMA momentum of 0.99 because the runs are short."""
+
+
 def preset(name: str, **overrides) -> ExperimentConfig:
-    """The named preset with overrides; an unknown name lists the valid ones."""
+    """The named preset with overrides; an unknown name lists the valid ones.
+
+    A method that needs a mask-classification model (``mask_classification``, ``rc2l``) gets the preset's
+    ``MASK_CLASSIFICATION_SETTINGS`` under the overrides.
+    """
+    from contrastseg.objectives import OBJECTIVES
     from contrastseg.registry import lookup
 
-    return lookup({"smoke": smoke, "demo": demo}, name, "preset")(**overrides)
+    build = lookup({"smoke": smoke, "demo": demo}, name, "preset")
+    if lookup(OBJECTIVES, overrides.get("method", "ce"), "method").mask_classification:
+        overrides = MASK_CLASSIFICATION_SETTINGS[name] | overrides
+    return build(**overrides)
 
 
 def _check_types(cfg: ExperimentConfig) -> None:
@@ -209,7 +263,7 @@ def _check_types(cfg: ExperimentConfig) -> None:
 
 def _check_names(cfg: ExperimentConfig) -> None:
     from contrastseg.data import DATASETS
-    from contrastseg.models import BACKBONES, HEADS
+    from contrastseg.models import BACKBONES, HEADS, MASK_CLASSIFICATION_HEADS
     from contrastseg.objectives import OBJECTIVES
     from contrastseg.registry import lookup
 
@@ -222,6 +276,13 @@ def _check_names(cfg: ExperimentConfig) -> None:
     lookup(dict.fromkeys(MEMORIES), cfg.memory, "memory")
     lookup(dict.fromkeys(MEMORY_SAMPLINGS), cfg.memory_sampling, "memory sampling")
     lookup(dict.fromkeys(BANE_MODES), cfg.bane, "bane mode")
+    lookup(dict.fromkeys(OPTIMIZERS), cfg.optimizer, "optimizer")
+    if OBJECTIVES[cfg.method].mask_classification != (cfg.head in MASK_CLASSIFICATION_HEADS):
+        raise ValueError(f"method {cfg.method!r} does not work with head {cfg.head!r}: the methods "
+                         f"{sorted(m for m, o in OBJECTIVES.items() if o.mask_classification)} need a "
+                         f"mask-classification head ({', '.join(MASK_CLASSIFICATION_HEADS)}), the others a dense one")
+    for name in cfg.region_loss_names():
+        lookup(dict.fromkeys(REGION_LOSSES), name, "region loss")
 
 
 def _check_ranges(cfg: ExperimentConfig) -> None:
@@ -257,6 +318,16 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("level_max_per_class", cfg.level_max_per_class >= 1, ">= 1"),
         ("bane_fraction", 0 < cfg.bane_fraction <= 1, "in (0, 1]"),
         ("bane_max_per_class", cfg.bane_max_per_class >= 1, ">= 1"),
+        ("label_fraction", 0 < cfg.label_fraction <= 1, "in (0, 1]"),
+        ("num_queries", cfg.num_queries >= 1, ">= 1"),
+        ("mask_dim", cfg.mask_dim >= 8 and cfg.mask_dim % 8 == 0, "a multiple of 8 (8 attention heads)"),
+        ("decoder_layers", cfg.decoder_layers >= 1, ">= 1"),
+        ("ema_momentum", 0 <= cfg.ema_momentum < 1, "in [0, 1)"),
+        ("confidence_threshold", 0 <= cfg.confidence_threshold <= 1, "in [0, 1]"),
+        ("unlabeled_weight", cfg.unlabeled_weight >= 0, ">= 0"),
+        ("unlabeled_rampup", 0 <= cfg.unlabeled_rampup <= 1, "in [0, 1]"),
+        ("cutmix_probability", 0 <= cfg.cutmix_probability <= 1, "in [0, 1]"),
+        ("unlabeled_batch_size", cfg.unlabeled_batch_size >= 0, ">= 0 (0 = batch_size)"),
     ]
     if cfg.dataset == "synthscapes" and not cfg.data_root:
         from contrastseg.data.synthscapes import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE

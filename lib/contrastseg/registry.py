@@ -19,4 +19,4 @@ def lookup(table: Mapping[str, T], name: str, kind: str) -> T:
         return table[name]
     except KeyError:
         valid = ", ".join(sorted(table))
-        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {valid}") from None
+        raise ValueError(f"unknown {kind} {name!r}; valid names: {valid}") from None

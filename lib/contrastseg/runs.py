@@ -38,8 +38,9 @@ class RunResult:
     def checkpoint(self) -> Path:
         return self.run_dir / CHECKPOINT_NAME
 
-    def load_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
-        return load_trained_model(self.config, self.run_dir, device)
+    def load_model(self, device: str | torch.device = "cpu", teacher: bool = False) -> torch.nn.Module:
+        """The trained model in eval mode; the EMA teacher of a semi-supervised run with ``teacher=True``."""
+        return load_trained_model(self.config, self.run_dir, device, teacher=teacher)
 
     def log(self) -> list[dict]:
         return read_log(self.run_dir)

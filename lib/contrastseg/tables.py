@@ -70,3 +70,25 @@ def format_summary(summary: pd.DataFrame, metric: str = "miou") -> list[str]:
     """One line per row, ``name: mean +- std`` with 3 decimals, for the nbval-checked summary cell."""
     return [f"{row}: {summary.loc[row, f'{metric}_mean']:.3f} +- {summary.loc[row, f'{metric}_std']:.3f}"
             for row in summary.index]
+
+
+def paired_differences(per_seed: pd.DataFrame, pairs: dict[str, tuple[str, str]],
+                       metric: str = "miou") -> pd.DataFrame:
+    """Per seed, ``metric`` of a row minus that of its baseline row (same seed), then mean and std over seeds.
+
+    Args:
+        per_seed: ``train_rows``' records.
+        pairs: name -> (row, baseline row), e.g. {"1/8": ("RC²L, 1/8", "supervised, 1/8")}.
+
+    Returns:
+        One row per pair: mean and std (ddof=1; 0 with one seed) of the difference, the number of seeds, and the
+        per-seed differences as a list (seed order).
+    """
+    values = per_seed.pivot(index="seed", columns="row", values=metric)
+    records = []
+    for name, (row, baseline) in pairs.items():
+        difference = (values[row] - values[baseline]).dropna()
+        records.append({"pair": name, "mean": difference.mean(),
+                        "std": difference.std(ddof=1) if len(difference) > 1 else 0.0,
+                        "seeds": len(difference), "per_seed": [round(float(v), 4) for v in difference]})
+    return pd.DataFrame.from_records(records).set_index("pair")

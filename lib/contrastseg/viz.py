@@ -198,3 +198,48 @@ def show_boundary_negatives(images: torch.Tensor, labels: torch.Tensor, predicti
     colorbar_axes.tick_params(labelsize=7)
     colorbar_axes.set_xlabel("px to the rim (level grid)", fontsize=7)
     return fig
+
+
+def region_map(masks: torch.Tensor, classes: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Paint region masks into one label map by their classes; pixels in no region get ``ignore_index``.
+
+    Where regions overlap, the later one wins. Shape: masks (T, h, w) bool, classes (T,) int -> (h, w) int64.
+    """
+    painted = torch.full(masks.shape[-2:], ignore_index, dtype=torch.long)
+    for mask, value in zip(masks.cpu(), classes.cpu()):
+        painted[mask] = int(value)
+    return painted
+
+
+def show_regions(images: torch.Tensor, strong: torch.Tensor, labels: torch.Tensor, regions: list[dict],
+                 class_names, palette, ignore_index: int = 255) -> plt.Figure:
+    """RC²L's regions, one row per unlabeled image: weak view, strong view, teacher regions (by their pseudo-class),
+    the student's matched regions (by the class the student itself predicts for them), and the ground truth, which
+    training never saw (shown to judge the pseudo-regions). Black: no region (or ignored).
+
+    Shape:
+        images, strong: (B, 3, H, W) float in [0, 1]; labels: (B, H, W) int; regions: ``inspect_regions``' list.
+    """
+    columns = ["weak view (teacher)", "strong view (student)", "teacher regions", "matched student regions",
+               "ground truth (unused)"]
+    rows = images.shape[0]
+    fig, axes = plt.subplots(rows, len(columns), figsize=(2.2 * len(columns) + 1.6, 2.2 * rows), squeeze=False)
+    height, width = images.shape[-2:]
+    extent = (0, width, height, 0)
+    for row, found in enumerate(regions):
+        teacher = region_map(found["teacher_masks"], found["teacher_classes"], ignore_index)
+        student = region_map(found["student_masks"], found["student_classes"], ignore_index)
+        panels = [images[row].permute(1, 2, 0).clamp(0, 1).cpu().numpy(),
+                  strong[row].permute(1, 2, 0).clamp(0, 1).cpu().numpy(),
+                  colorize(teacher, palette, ignore_index), colorize(student, palette, ignore_index),
+                  colorize(labels[row].cpu(), palette, ignore_index)]
+        for column, (ax, panel) in enumerate(zip(axes[row], panels)):
+            ax.imshow(panel, interpolation="nearest", extent=extent if column in (2, 3) else None)
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(columns[column], fontsize=9)
+        axes[row, 2].text(2, height - 3, f"{len(found['teacher_classes'])} regions", fontsize=7, color="black",
+                          backgroundcolor="white")
+    fig.legend(handles=class_legend(class_names, palette), loc="center right", fontsize=8, frameon=False)
+    fig.subplots_adjust(right=1 - 1.7 / fig.get_figwidth(), wspace=0.05, hspace=0.08)
+    return fig

@@ -64,6 +64,11 @@ class SegmentationFolder(Dataset):
     def __len__(self) -> int:
         return len(self.image_paths)
 
+    @property
+    def image_ids(self) -> list[str]:
+        """Image names without the suffix (``<city>_<...>`` in Cityscapes), the ids that split lists use."""
+        return [path.name[:-len(IMAGE_SUFFIX)] for path in self.image_paths]
+
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index`` as arrays, checked: image (H, W, 3) uint8 and label (H, W) uint8."""
         image_path, label_path = self.image_paths[index], self.label_paths[index]

@@ -143,6 +143,11 @@ class SynthScapes(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def image_ids(self) -> list[str]:
+        """Sample names, the file names (without suffix) that ``data_scripts/make_synthetic.py`` writes."""
+        return [sample_name(index) for index in range(self.length)]
+
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``index`` as arrays: image (H, W, 3) uint8 and label (H, W) uint8 (255 = ignore)."""
         if not 0 <= index < self.length:
@@ -166,6 +171,11 @@ class SynthScapes(Dataset):
     def __repr__(self) -> str:
         return (f"SynthScapes(split={self.split!r}, image_size={self.image_size}, length={self.length}, "
                 f"seed={self.seed})")
+
+
+def sample_name(index: int) -> str:
+    """The name of sample ``index``: its image id in split lists and its file name stem on disk."""
+    return f"synthscapes_{index:06d}"
 
 
 def render_scene(seed_sequence: np.random.SeedSequence, image_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -62,3 +62,41 @@ def train_transform(image_size: int, scale_range: tuple[float, float] = (0.75, 1
         v2.RandomCrop(image_size, pad_if_needed=True, fill={tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE_INDEX}),
     ]
     return JointTransform(v2.Compose(steps))
+
+
+class WeakStrongViews:
+    """An unlabeled sample's two views for teacher-student training: (weak, strong), its label dropped.
+
+    The weak view is ``weak`` applied to (image, label) (geometric augmentation); the strong view is the weak view
+    after ``strong_photometric``, so both views show the same pixels at the same places and teacher regions line up
+    with student regions. The label never leaves this transform: a semi-supervised engine cannot train on it.
+
+    Shape:
+        image: (3, H, W) float in [0, 1]; label: (H, W) int64.
+        returns: weak (3, h, w) and strong (3, h, w) float32.
+    """
+
+    def __init__(self, weak: JointTransform, strong):
+        self.weak, self.strong = weak, strong
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weak, _ = self.weak(image, label)
+        return weak, self.strong(weak)
+
+
+def strong_photometric(jitter: float = 0.5, jitter_probability: float = 0.8, grayscale_probability: float = 0.2,
+                       blur_probability: float = 0.5) -> v2.Compose:
+    """The student's strong view on top of the weak one: colour jitter (with hue), grayscale, Gaussian blur.
+
+    Photometric only, as region matching between teacher and student needs geometrically aligned views; CutMix, the
+    geometric part of the strong view, is applied per batch by the engine with the same box on the teacher's targets.
+    The probabilities follow the semi-supervised segmentation literature (e.g. UniMatch); RC²L does not state its own.
+
+    Shape:
+        image: (3, H, W) float in [0, 1] -> (3, H, W) float in [0, 1].
+    """
+    return v2.Compose([
+        v2.RandomApply([v2.ColorJitter(jitter, jitter, jitter, hue=jitter / 2)], p=jitter_probability),
+        v2.RandomGrayscale(grayscale_probability),
+        v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=blur_probability),
+    ])

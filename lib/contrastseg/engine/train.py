@@ -10,18 +10,21 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from contrastseg.config import ExperimentConfig
 from contrastseg.data import build_dataset, dataset_info
-from contrastseg.data.transforms import train_transform
+from contrastseg.data.partitions import image_ids, split_labeled
+from contrastseg.data.transforms import WeakStrongViews, strong_photometric, train_transform
 from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
 from contrastseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from contrastseg.engine.evaluate import autocast_for, evaluate
+from contrastseg.engine.semi import CutMix, EmaTeacher
 from contrastseg.models import build_segmentor
 from contrastseg.objectives import OBJECTIVES, build_objective, weighted_total
 from contrastseg.registry import lookup
@@ -52,12 +55,43 @@ def build_model(cfg: ExperimentConfig) -> torch.nn.Module:
     """The Segmentor of ``cfg``, with a projection head when the method needs one."""
     levels = lookup(OBJECTIVES, cfg.method, "method").projection_levels(cfg)
     return build_segmentor(cfg.backbone, cfg.head, dataset_info(cfg.dataset).num_classes, cfg.output_stride,
-                           cfg.pretrained, proj_dim=cfg.proj_dim if levels else 0, proj_levels=max(levels, 1))
+                           cfg.pretrained, proj_dim=cfg.proj_dim if levels else 0, proj_levels=max(levels, 1),
+                           num_queries=cfg.num_queries, mask_dim=cfg.mask_dim, decoder_layers=cfg.decoder_layers)
 
 
 def build_split(cfg: ExperimentConfig, split: str, length: int):
     return build_dataset(cfg.dataset, split, root=cfg.data_root, image_size=cfg.image_size,
                          length=length or None, seed=DATA_SEED)
+
+
+def build_training_sets(cfg: ExperimentConfig) -> tuple[Subset, Subset]:
+    """The labeled and the unlabeled images of the training split under ``cfg``'s partition (no augmentation).
+
+    Without a partition (``label_fraction`` 1, no ``partition_file``) every image is labeled, and the unlabeled set
+    is the whole split again: a semi-supervised method then learns from every image both ways (the "full" setting).
+    """
+    images = build_split(cfg, "train", cfg.num_train)
+    labeled, unlabeled = split_labeled(image_ids(images), cfg.label_fraction, cfg.partition_file)
+    return Subset(images, labeled), Subset(images, unlabeled or labeled)
+
+
+def build_optimizer(cfg: ExperimentConfig, parameters) -> torch.optim.Optimizer:
+    """SGD with momentum (the supervised papers) or AdamW (the mask-classification literature), at ``cfg.lr``."""
+    parameters = list(parameters)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def unlabeled_batches(cfg: ExperimentConfig, unlabeled: Subset, start_step: int, pin_memory: bool):
+    """An iterator of (weak, strong) batches of unlabeled images for steps ``start_step ..``, seeded like the rest."""
+    batch_size = cfg.unlabeled_batch_size or cfg.batch_size
+    seed = cfg.seed + 7919  # the unlabeled stream must not repeat the labeled one's order and augmentation
+    views = SeededAugmentation(unlabeled, WeakStrongViews(train_transform(cfg.image_size), strong_photometric()),
+                               seed)
+    sampler = StepBatchSampler(len(views), batch_size, cfg.steps, seed, start_step)
+    return iter(DataLoader(views, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin_memory,
+                           generator=torch.Generator().manual_seed(seed)))
 
 
 def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
@@ -86,15 +120,19 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
 
     model = build_model(cfg).to(device)
     objective = build_objective(cfg, info.num_classes, info.ignore_index).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    start_step, elapsed = resume(cfg, run_dir, model, objective, optimizer)
+    # objectives may own parameters (RC²L's region projector); the others have none
+    optimizer = build_optimizer(cfg, [*model.parameters(), *objective.parameters()])
+    teacher = EmaTeacher(model, cfg.ema_momentum) if objective.semi_supervised else None
+    start_step, elapsed = resume(cfg, run_dir, model, objective, optimizer, teacher)
 
-    train_set = SeededAugmentation(build_split(cfg, "train", cfg.num_train), train_transform(cfg.image_size), cfg.seed)
+    labeled_set, unlabeled_set = build_training_sets(cfg)
+    train_set = SeededAugmentation(labeled_set, train_transform(cfg.image_size), cfg.seed)
     sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, cfg.seed, start_step)
     # the loader's own generator keeps it from drawing its worker seed out of the global stream that dropout uses
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
     log = StepLog(run_dir / LOG_NAME, keep_steps_below=start_step)
+    unlabeled = unlabeled_batches(cfg, unlabeled_set, start_step, device.type == "cuda") if teacher else None
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.method}", disable=not progress)
@@ -104,7 +142,12 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         lr = poly_lr(cfg.lr, step, cfg.steps, cfg.poly_power)
-        values = training_step(model, objective, optimizer, images, labels, step, lr, cfg.amp)
+        views = None
+        if teacher is not None:
+            weak, strong = (view.to(device, non_blocking=True) for view in next(unlabeled))
+            boxes = CutMix.draw(len(strong), *strong.shape[-2:], cfg.cutmix_probability, cfg.seed, step, device)
+            views = UnlabeledViews(weak, strong, boxes)
+        values = training_step(model, objective, optimizer, images, labels, step, lr, cfg.amp, views, teacher)
         if not all(math.isfinite(v) for v in values.values()):
             raise NonFiniteLossError(non_finite_message(step, values, run_dir / CHECKPOINT_NAME))
         step += 1
@@ -113,7 +156,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         bar.update()
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed),
+            save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed, teacher),
                             run_dir / CHECKPOINT_NAME)
         if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
             bar.close()
@@ -136,9 +179,27 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     return metrics
 
 
+@dataclass
+class UnlabeledViews:
+    """A step's unlabeled images: weak views (teacher), strong views before CutMix (student), and the CutMix boxes.
+
+    Shape:
+        weak, strong: (B, 3, H, W) float in [0, 1].
+    """
+
+    weak: torch.Tensor
+    strong: torch.Tensor
+    cutmix: CutMix
+
+
 def training_step(model, objective, optimizer, images: torch.Tensor, labels: torch.Tensor, step: int, lr: float,
-                  amp: bool = True) -> dict[str, float]:
+                  amp: bool = True, unlabeled: UnlabeledViews | None = None,
+                  teacher: EmaTeacher | None = None) -> dict[str, float]:
     """One optimisation step: forward (bf16 autocast on CUDA), named loss terms, backward, update, memory writes.
+
+    With ``unlabeled`` views and a ``teacher`` (semi-supervised objectives), the student also sees the CutMix-ed
+    strong views (``outputs["unlabeled"]``), the teacher the weak ones (``outputs["teacher"]``, no gradient), the
+    objective gets the boxes as ``outputs["cutmix"]``, and the teacher follows the student after the update.
 
     The update is skipped when a term is not finite, so the weights stay those of the last good step; the caller
     sees it in the returned values. On CUDA the step ends with a synchronisation, so the wall time around it is the
@@ -151,6 +212,10 @@ def training_step(model, objective, optimizer, images: torch.Tensor, labels: tor
         group["lr"] = lr
     with autocast_for(images.device, amp):
         outputs = model(images)
+        if unlabeled is not None:
+            outputs["unlabeled"] = model(unlabeled.cutmix.mix_with_partner(unlabeled.strong))
+            outputs["teacher"] = teacher(unlabeled.weak)
+            outputs["cutmix"] = unlabeled.cutmix
     terms = objective(outputs, labels, step)
     total = weighted_total(terms, objective.weights(step))
     values = {name: value.item() for name, value in terms.items()} | {"loss": total.item()}
@@ -159,13 +224,16 @@ def training_step(model, objective, optimizer, images: torch.Tensor, labels: tor
         total.backward()
         optimizer.step()
         objective.after_step(outputs, labels)
+        if teacher is not None:
+            teacher.update(model, step)
         if images.device.type == "cuda":
             torch.cuda.synchronize(images.device)
     return values
 
 
-def resume(cfg: ExperimentConfig, run_dir: Path, model, objective, optimizer) -> tuple[int, float]:
-    """Load ``last.ckpt`` into model, objective (memory banks) and optimizer if it exists.
+def resume(cfg: ExperimentConfig, run_dir: Path, model, objective, optimizer,
+           teacher: EmaTeacher | None = None) -> tuple[int, float]:
+    """Load ``last.ckpt`` into model, objective (memory banks), optimizer and teacher if it exists.
 
     Returns:
         (step, training seconds so far); (0, 0.0) without a checkpoint.
@@ -179,24 +247,36 @@ def resume(cfg: ExperimentConfig, run_dir: Path, model, objective, optimizer) ->
     model.load_state_dict(state["model"])
     objective.load_state_dict(state["objective"])
     optimizer.load_state_dict(state["optimizer"])
+    if teacher is not None:
+        teacher.load_state_dict(state["teacher"])
     torch.set_rng_state(state["rng"]["cpu"])  # dropout and other in-model randomness continue where they were
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return state["step"], state.get("train_seconds", 0.0)
 
 
-def checkpoint_state(cfg: ExperimentConfig, model, objective, optimizer, step: int, elapsed: float) -> dict:
+def checkpoint_state(cfg: ExperimentConfig, model, objective, optimizer, step: int, elapsed: float,
+                     teacher: EmaTeacher | None = None) -> dict:
     rng = {"cpu": torch.get_rng_state(),
            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
     return {"model": model.state_dict(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-            "step": step, "rng": rng,
+            "teacher": teacher.state_dict() if teacher is not None else None, "step": step, "rng": rng,
             "train_seconds": elapsed, "config": cfg.to_dict(), "config_hash": cfg.hash()}
 
 
-def load_trained_model(cfg: ExperimentConfig, run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
-    """The model of a finished (or checkpointed) run, in eval mode."""
+def load_trained_model(cfg: ExperimentConfig, run_dir: str | Path, device: str = "cpu",
+                       teacher: bool = False) -> torch.nn.Module:
+    """The model of a finished (or checkpointed) run, in eval mode; its EMA teacher with ``teacher=True``."""
     model = build_model(cfg)
-    model.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)["model"])
+    state = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
+    if teacher:
+        if state.get("teacher") is None:
+            raise ValueError(f"run {run_dir} has no teacher: method {cfg.method!r} is not semi-supervised")
+        prefix = "module."  # EmaTeacher keeps the averaged model as its submodule "module"
+        model.load_state_dict({key[len(prefix):]: value for key, value in state["teacher"].items()
+                               if key.startswith(prefix)})
+    else:
+        model.load_state_dict(state["model"])
     return model.to(device).eval()
 
 

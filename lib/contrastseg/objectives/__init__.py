@@ -11,12 +11,15 @@ import torch
 from contrastseg.objectives.contextrast import ContextrastObjective
 from contrastseg.objectives.cross_entropy import CrossEntropyObjective
 from contrastseg.objectives.pixel_contrast import PixelContrastObjective
+from contrastseg.objectives.rc2l import MaskClassificationObjective, RC2LObjective
 from contrastseg.registry import lookup
 
 OBJECTIVES = {
     "ce": CrossEntropyObjective,
     "pixel_contrast": PixelContrastObjective,
     "contextrast": ContextrastObjective,
+    "mask_classification": MaskClassificationObjective,
+    "rc2l": RC2LObjective,
 }
 
 
@@ -40,7 +43,9 @@ __all__ = [
     "OBJECTIVES",
     "ContextrastObjective",
     "CrossEntropyObjective",
+    "MaskClassificationObjective",
     "PixelContrastObjective",
+    "RC2LObjective",
     "build_objective",
     "weighted_total",
 ]

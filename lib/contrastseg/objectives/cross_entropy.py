@@ -18,12 +18,17 @@ class CrossEntropyObjective(nn.Module):
     * ``weights(step) -> dict[str, float]``: the weight of each term at that step (warm-ups live here);
     * ``after_step(outputs, labels)``: state updates after the loss (memory banks); a no-op here;
     * ``projection_levels(cfg)``: how many of the backbone's last levels get a projection head (0: none);
+    * ``semi_supervised``: True makes the engine add unlabeled images and an EMA teacher (``engine.semi``);
+    * ``mask_classification``: True when the objective needs a mask-classification model (region outputs);
     * ``from_config(cfg, num_classes, ignore_index)``: the one adapter from an ExperimentConfig to keyword arguments.
 
     Shape:
         outputs["logits"]: (B, K, H, W); optional outputs["aux_logits"]: (B, K, H, W);
         labels: (B, H, W) int64 in [0, K) or ``ignore_index``.
     """
+
+    semi_supervised = False
+    mask_classification = False
 
     def __init__(self, num_classes: int, ignore_index: int = 255):
         super().__init__()

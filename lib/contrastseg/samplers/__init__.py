@@ -5,6 +5,8 @@
 * ``memory_selection``: which memory rows each anchor is contrasted with (all, random, hardest, semi-hard).
 * ``distance``: exact batched Euclidean distance transform (BANE's boundary distances, Contextrast).
 * ``bane``: boundary-aware negatives (Contextrast): mispredicted pixels nearest the rims of their error regions.
+* ``region_matching``: regions of mask-classification models (RC²L): ground-truth and teacher regions, Hungarian
+  matching of predicted regions to them.
 """
 
 from contrastseg.samplers.bane import BaneSample, boundary_aware_negatives, negatives_mask
@@ -13,6 +15,8 @@ from contrastseg.samplers.hard_anchor import (AnchorSample, class_balanced_sampl
                                               hard_anchor_sampling, random_anchor_sampling, random_permutation,
                                               sample_within_groups)
 from contrastseg.samplers.memory_selection import CONTRAST_MODES, select_contrast
+from contrastseg.samplers.region_matching import (hungarian_match, label_regions, matching_cost, semantic_targets,
+                                                  teacher_regions)
 
 __all__ = [
     "AnchorSample",
@@ -25,9 +29,14 @@ __all__ = [
     "downsample_labels",
     "gather_pixels",
     "hard_anchor_sampling",
+    "hungarian_match",
+    "label_regions",
+    "matching_cost",
     "negatives_mask",
     "random_anchor_sampling",
     "random_permutation",
     "sample_within_groups",
     "select_contrast",
+    "semantic_targets",
+    "teacher_regions",
 ]
