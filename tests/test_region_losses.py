@@ -633,3 +633,27 @@ def test_bad_shapes_raise_value_error(case):
     _, call, message = case
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_module_shells_equal_their_functions():
+    from contrastseg.losses import (RegionClassConsistencyLoss, RegionFeatureContrastLoss, RegionMaskContrastLoss,
+                                    SemanticMaskConsistencyLoss)
+
+    generator = torch.Generator().manual_seed(7)
+    class_logits = torch.randn(2, 5, 4, generator=generator)
+    targets = torch.randint(0, 4, (2, 5), generator=generator)
+    assert torch.equal(RegionClassConsistencyLoss(0.3)(class_logits, targets), set_class_loss(class_logits, targets, 0.3))
+    logits, masks = torch.randn(4, 30, generator=generator), (torch.rand(4, 30, generator=generator) > 0.5).float()
+    image_index = torch.tensor([0, 0, 1, 1])
+    assert torch.equal(RegionMaskContrastLoss(0.2)(logits, masks, image_index),
+                       region_mask_contrast(logits, masks, image_index, 0.2))
+    rows = torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=1)
+    others = torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=1)
+    classes = torch.tensor([1, 1, 2, 3])
+    assert torch.equal(RegionFeatureContrastLoss(0.3, exclude_same_class=True)(rows, others, classes),
+                       region_feature_contrast(rows, others, 0.3, classes, exclude_same_class=True))
+    scores = torch.rand(2, 3, 5, 5, generator=generator)
+    teacher = (torch.rand(2, 3, 5, 5, generator=generator) > 0.5).float()
+    present = torch.tensor([[True, False, True], [False, True, True]])
+    assert torch.equal(SemanticMaskConsistencyLoss()(scores, teacher, present),
+                       semantic_mask_consistency(scores, teacher, present))

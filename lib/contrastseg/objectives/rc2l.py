@@ -45,8 +45,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrastseg.config import REGION_LOSSES
-from contrastseg.losses.region import (mask_average_pool, mask_losses, region_feature_contrast, region_mask_contrast,
-                                       semantic_mask_consistency, set_class_loss)
+from contrastseg.losses.rc2l import (RegionClassConsistencyLoss, RegionFeatureContrastLoss, RegionMaskContrastLoss,
+                                     SemanticMaskConsistencyLoss)
+from contrastseg.losses.region import mask_average_pool, mask_losses, set_class_loss
 from contrastseg.objectives.cross_entropy import CrossEntropyObjective
 from contrastseg.samplers import (downsample_labels, hungarian_match, label_regions, matching_cost, semantic_targets,
                                   teacher_regions)
@@ -192,7 +193,10 @@ class RC2LObjective(MaskClassificationObjective):
         self.confidence_threshold = confidence_threshold
         self.unlabeled_weight, self.contrast_weight = unlabeled_weight, contrast_weight
         self.rampup_steps = rampup_steps
-        self.mask_temperature, self.feature_temperature = mask_temperature, feature_temperature
+        self.rcc_loss = RegionClassConsistencyLoss(NO_OBJECT_WEIGHT)
+        self.smc_loss = SemanticMaskConsistencyLoss()
+        self.rmc_loss = RegionMaskContrastLoss(mask_temperature)
+        self.rfc_loss = RegionFeatureContrastLoss(feature_temperature)
         self.projector = nn.Sequential(nn.Linear(mask_dim, mask_dim), nn.ReLU(inplace=True),
                                        nn.Linear(mask_dim, proj_dim))
 
@@ -236,16 +240,14 @@ class RC2LObjective(MaskClassificationObjective):
         regions = Regions.match(class_logits, mask_logits, region_classes, region_masks)
         terms = {}
         if "rcc" in self.region_losses:
-            terms["rcc"] = set_class_loss(class_logits, regions.query_targets, NO_OBJECT_WEIGHT)
+            terms["rcc"] = self.rcc_loss(class_logits, regions.query_targets)
         if "smc" in self.region_losses:
             semantic, present = zip(*(semantic_targets(c, m, self.num_classes)
                                       for c, m in zip(region_classes, region_masks)))
-            terms["smc"] = semantic_mask_consistency(student["semantic"].float(), torch.stack(semantic),
-                                                     torch.stack(present))
+            terms["smc"] = self.smc_loss(student["semantic"].float(), torch.stack(semantic), torch.stack(present))
         matched_logits = mask_logits[regions.image_index, regions.query_index]
         if "rmc" in self.region_losses:
-            terms["rmc"] = region_mask_contrast(matched_logits.flatten(1), regions.masks.flatten(1),
-                                                regions.image_index, self.mask_temperature)
+            terms["rmc"] = self.rmc_loss(matched_logits.flatten(1), regions.masks.flatten(1), regions.image_index)
         if "rfc" in self.region_losses:
             student_features = mask_average_pool(student["pixel_features"].float(), matched_logits.sigmoid(),
                                                  regions.image_index)
@@ -253,8 +255,7 @@ class RC2LObjective(MaskClassificationObjective):
                 teacher_features = mask_average_pool(cutmix.mix_with_partner(teacher["pixel_features"].float()),
                                                      regions.masks, regions.image_index)
                 teacher_embeddings = F.normalize(self.projector(teacher_features), dim=1)
-            terms["rfc"] = region_feature_contrast(F.normalize(self.projector(student_features), dim=1),
-                                                   teacher_embeddings, self.feature_temperature)
+            terms["rfc"] = self.rfc_loss(F.normalize(self.projector(student_features), dim=1), teacher_embeddings)
         return terms
 
     def weights(self, step: int) -> dict[str, float]:
