@@ -114,18 +114,35 @@ def test_all_below_threshold_teacher_gives_zero_region_terms_with_gradients():
     labels = label_maps()
     student, teacher = rc2l_outputs(labels, labels)
     teacher["class_logits"] = torch.zeros_like(teacher["class_logits"])  # uniform: top probability 0.2 < 0.7
-    objective = RC2LObjective(NUM_CLASSES, mask_dim=8, proj_dim=4)
     cutmix = CutMix(torch.zeros(2, 16, 16, dtype=torch.bool), torch.tensor([1, 0]))
-    terms = objective.unlabeled_terms(student, teacher, cutmix)
+    terms = RC2LObjective(NUM_CLASSES, mask_dim=8, proj_dim=4).unlabeled_terms(student, teacher, cutmix)
     assert set(terms) == {"rcc", "smc", "rmc", "rfc"}
-    for name in ("smc", "rmc", "rfc"):
+    for name in terms:
         assert terms[name].item() == 0.0 and terms[name].requires_grad
-    # every query is pushed to "no object"
-    expected = torch.nn.functional.cross_entropy(student["class_logits"].flatten(0, 1),
-                                                 torch.full((12,), NUM_CLASSES))
-    torch.testing.assert_close(terms["rcc"], expected)
     sum(terms.values()).backward()
-    assert torch.isfinite(student["class_logits"].grad).all() and student["class_logits"].grad.abs().sum() > 0
+    for leaf in (student["class_logits"], student["mask_logits"], student["pixel_features"]):
+        assert leaf.grad is None or (torch.isfinite(leaf.grad).all() and not leaf.grad.any())
+    # MaskFormer's rule instead: every query is pushed to "no object"
+    student, _ = rc2l_outputs(labels, labels)
+    objective = RC2LObjective(NUM_CLASSES, mask_dim=8, proj_dim=4, rcc_unmatched=True)
+    rcc = objective.unlabeled_terms(student, teacher, cutmix)["rcc"]
+    expected = torch.nn.functional.cross_entropy(student["class_logits"].flatten(0, 1), torch.full((12,), NUM_CLASSES))
+    torch.testing.assert_close(rcc, expected)
+
+
+def test_rcc_scores_the_matched_queries_against_the_teacher_classes():
+    labels = label_maps()
+    student, teacher = rc2l_outputs(labels, labels, student_noise=1.0)
+    cutmix = CutMix(torch.zeros(2, 16, 16, dtype=torch.bool), torch.tensor([1, 0]))
+    rcc = RC2LObjective(NUM_CLASSES, region_losses=("rcc",)).unlabeled_terms(student, teacher, cutmix)["rcc"]
+    # planted: query q holds class q's region, so the matched queries are the classes present, in order
+    logits, targets = [], []
+    for image in range(2):
+        for value in sorted(v for v in labels[image, ::2, ::2].unique().tolist() if v != 255):
+            logits.append(student["class_logits"][image, value])
+            targets.append(value)
+    expected = torch.nn.functional.cross_entropy(torch.stack(logits), torch.tensor(targets))
+    torch.testing.assert_close(rcc, expected)
 
 
 def test_region_terms_reward_a_student_that_agrees_with_the_teacher():

@@ -88,6 +88,7 @@ class ExperimentConfig:
         unlabeled_weight: lambda_u of the consistency terms (RCC, SMC); ``contrast_weight`` is lambda_c of RMC, RFC.
         unlabeled_rampup: share of the steps over which the unlabeled terms' weights ramp up (sigmoid ramp).
         region_losses: the unlabeled terms that are on, comma-separated, from "rcc,smc,rmc,rfc".
+        rcc_unmatched: RCC also pushes the student's unmatched queries towards "no object" (off: matched ones only).
         cutmix_probability: chance that a student's strong view gets a CutMix box from another unlabeled image.
         unlabeled_batch_size: unlabeled images per step (0 = ``batch_size``).
     Optimisation (poly schedule):
@@ -154,6 +155,7 @@ class ExperimentConfig:
     unlabeled_weight: float = 1.0
     unlabeled_rampup: float = 0.1
     region_losses: str = "rcc,smc,rmc,rfc"
+    rcc_unmatched: bool = False
     cutmix_probability: float = 0.5
     unlabeled_batch_size: int = 0
 
