@@ -5,8 +5,10 @@
         --methods ce pixel_contrast pixel_contrast:memory=both
 
 Every method gets its own model, objective and optimizer, built from the preset's config with the overrides named
-after the colon. The timed unit is ``contrastseg.engine.train.training_step`` (forward, loss terms, backward, SGD
-update, memory writes), on one fixed batch of real SynthScapes samples. Steps are interleaved across methods, round
+after the colon. The timed unit is ``contrastseg.engine.train.training_step`` (forward, loss terms, backward,
+optimizer update, memory writes; for a semi-supervised method also the student on the CutMix-ed unlabeled batch, the
+EMA teacher and its update), on one fixed batch of real SynthScapes samples, which also stands in for the unlabeled
+batch. A mask-classification method (``mask_classification``, ``rc2l``) gets its preset's model settings. Steps are interleaved across methods, round
 by round, so that a drift of the machine's speed hits all methods alike; the table reports the median step time and
 its ratio to the first method. Writes JSON with the device, versions and the command.
 """
@@ -25,7 +27,9 @@ import torch
 
 from contrastseg.config import ExperimentConfig, preset
 from contrastseg.data import dataset_info
-from contrastseg.engine.train import build_model, build_split, resolve_device, training_step
+from contrastseg.engine.semi import CutMix, EmaTeacher
+from contrastseg.engine.train import (UnlabeledViews, build_model, build_optimizer, build_split, resolve_device,
+                                      training_step)
 from contrastseg.objectives import build_objective
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,10 +67,10 @@ def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup:
             for queue in objective.memory.memories.values():  # every slot filled: the cost of a late step
                 fill_with_random_rows(queue, torch.Generator().manual_seed(0))
         objective = objective.to(target)
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
+        optimizer = build_optimizer(cfg, [*model.parameters(), *objective.parameters()])
+        teacher = EmaTeacher(model, cfg.ema_momentum) if objective.semi_supervised else None
         runs[spec] = {"cfg": cfg, "model": model, "objective": objective, "optimizer": optimizer, "times": [],
-                      "peak_mb": 0.0}
+                      "peak_mb": 0.0, "teacher": teacher}
     if threads:
         torch.set_num_threads(threads)
     first = next(iter(runs.values()))["cfg"]
@@ -82,8 +86,13 @@ def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup:
                 resident = torch.cuda.memory_allocated(target)
                 torch.cuda.reset_peak_memory_stats(target)
             began = time.perf_counter()
+            views = None
+            if run["teacher"] is not None:  # semi-supervised: the same images stand in for the unlabeled batch
+                boxes = CutMix.draw(len(images), *images.shape[-2:], run["cfg"].cutmix_probability, 0, round_index,
+                                    target)
+                views = UnlabeledViews(images, images, boxes)
             training_step(run["model"], run["objective"], run["optimizer"], images, labels, step=round_index,
-                          lr=run["cfg"].lr, amp=run["cfg"].amp)
+                          lr=run["cfg"].lr, amp=run["cfg"].amp, unlabeled=views, teacher=run["teacher"])
             seconds = time.perf_counter() - began
             if round_index >= warmup:
                 run["times"].append(seconds)
