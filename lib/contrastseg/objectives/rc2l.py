@@ -51,7 +51,7 @@ from torch import nn
 from contrastseg.config import REGION_LOSSES
 from contrastseg.losses.rc2l import (RegionClassConsistencyLoss, RegionFeatureContrastLoss, RegionMaskContrastLoss,
                                      SemanticMaskConsistencyLoss)
-from contrastseg.losses.region import mask_average_pool, mask_losses, set_class_loss
+from contrastseg.losses.region import dice_similarity, mask_average_pool, mask_losses, set_class_loss
 from contrastseg.objectives.cross_entropy import CrossEntropyObjective
 from contrastseg.samplers import (downsample_labels, hungarian_match, label_regions, matching_cost, semantic_targets,
                                   teacher_regions)
@@ -299,8 +299,7 @@ def inspect_regions(student: nn.Module, teacher: nn.Module, weak: torch.Tensor, 
         regions = Regions.match(student_out["class_logits"][image:image + 1].float(),
                                 student_out["mask_logits"][image:image + 1].float(), [classes], [masks])
         matched_logits = student_out["mask_logits"][image, regions.query_index].float()
-        probabilities, targets = matched_logits.sigmoid().flatten(1), masks.flatten(1)
-        dice = (2 * (probabilities * targets).sum(1) + 1) / (probabilities.sum(1) + targets.sum(1) + 1)
+        dice = dice_similarity(matched_logits.sigmoid().flatten(1), masks.flatten(1)).diagonal()
         per_image.append({
             "teacher_classes": classes, "teacher_masks": masks > 0.5,
             "teacher_confidence": class_logits.softmax(-1)[queries, classes],
