@@ -35,11 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder for the split lists")
     parser.add_argument("--dataset", default="synthscapes")
     parser.add_argument("--root", default="", help="data set root (Cityscapes layout); empty: SynthScapes on the fly")
+    parser.add_argument("--split", default="train", help='training split to partition (VOC: "aug")')
     parser.add_argument("--num-images", type=int, default=0, help="first N training images (0: the whole split)")
     args = parser.parse_args(argv)
     if not args.root and not args.num_images:
         parser.error("give --num-images N (SynthScapes on the fly) or --root ROOT")
-    ids = image_ids(build_dataset(args.dataset, "train", root=args.root, length=args.num_images or None))
+    ids = image_ids(build_dataset(args.dataset, args.split, root=args.root, length=args.num_images or None))
     source = f"{args.dataset} train ({'first ' + str(args.num_images) if args.num_images else 'all'} images)"
     for path in write_partitions(args.out, ids, source):
         print(path)

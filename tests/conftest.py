@@ -1,4 +1,5 @@
-"""Session-wide test settings: one temporary run store for the whole session, a headless matplotlib, 2 threads.
+"""Session-wide test settings: one temporary run store for the whole session, a headless matplotlib, 2 threads
+(``CONTRASTSEG_TEST_THREADS`` sets another count).
 
 The run store root is set in the environment before any notebook kernel starts, so nbval's and papermill's kernels
 inherit it and share the session's cached runs instead of training twice.
@@ -15,7 +16,7 @@ os.environ["CONTRASTSEG_RUNS"] = tempfile.mkdtemp(prefix="contrastseg-test-runs-
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("CONTRASTSEG_TEST_THREADS", "2")))
 
 
 @pytest.fixture

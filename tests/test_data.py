@@ -326,6 +326,24 @@ def test_transform_pads_with_ignore_only_and_is_seeded():
     assert padded_somewhere
 
 
+def test_transform_crops_rectangles_and_rescales_around_the_base_size():
+    """A 512 x 1024 Cityscapes-style crop from a 128 x 256 image: with base 128 and scale [0.5, 2] the shorter side
+    becomes 64..256, so the crop is padded at small scales and full at large ones."""
+    image, label = torch.rand(3, 128, 256), torch.randint(0, 4, (128, 256))
+    transform = train_transform((64, 128), (0.5, 2.0), colour_jitter=0.0, base_size=128)
+    padded = []
+    for seed in range(16):
+        torch.manual_seed(seed)
+        out_image, out_label = transform(image, label)
+        assert out_image.shape == (3, 64, 128) and out_label.shape == (64, 128)
+        padded.append(bool((out_label == IGNORE_INDEX).any()))
+    assert not all(padded)  # scale factors >= 0.5 cover the 64-pixel crop height
+    small = train_transform((64, 128), (0.25, 0.25), colour_jitter=0.0, base_size=128)
+    torch.manual_seed(0)
+    _, out_label = small(image, label)  # 32 x 64 after the rescale: three quarters of the crop is padding
+    assert (out_label == IGNORE_INDEX).float().mean() == pytest.approx(0.75)
+
+
 def test_transform_on_synthscapes_keeps_ignore_regions():
     transform = train_transform(64)
     image, label = SynthScapes("train", image_size=64)[0]

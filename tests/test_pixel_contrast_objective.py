@@ -1,9 +1,6 @@
 """The pixel-contrast objective inside the engine: terms, warm-up, memory in checkpoints, projection head."""
 
-import tempfile
-from pathlib import Path
 
-import pytest
 import torch
 
 from contrastseg.config import smoke

@@ -17,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 
-PRESETS = ("smoke", "demo")
+PRESETS = ("smoke", "demo", "paper")  # "paper" takes a setting, as "paper:<setting>" (see ``preset``)
 DEVICES = ("auto", "cpu", "cuda")
 ANCHOR_SAMPLINGS = ("hard", "random")
 MEMORIES = ("none", "pixel", "segment", "both")
@@ -30,6 +30,10 @@ REGION_LOSSES = ("rcc", "smc", "rmc", "rfc")
 # a run trained with 4 loader workers is the same run as one trained with none.
 BOOKKEEPING_FIELDS = frozenset({"device", "num_threads", "num_workers", "checkpoint_every"})
 
+# Fields added after runs were stored: left out of the hash while at their default, so older runs keep their hashes.
+LATER_FIELDS = frozenset({"train_split", "crop_width", "base_size", "scale_min", "scale_max", "aux_weight",
+                          "eval_scales", "eval_flip", "eval_window"})
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -38,7 +42,12 @@ class ExperimentConfig:
     Data:
         dataset: data set name (``contrastseg.data.DATASETS``).
         data_root: folder of a data set on disk; empty means SynthScapes generated on the fly.
-        image_size: side of the square training crop and of the synthetic images, in pixels.
+        image_size: height of the training crop (its side when square) and side of the synthetic images, in pixels.
+        crop_width: width of the training crop; 0 = ``image_size`` (square). Cityscapes in the papers: 512 x 1024.
+        base_size: shorter image side that the random rescale's factor 1 means; 0 = ``image_size``. The papers
+            rescale real images by [0.5, 2.0] around their stored size (Cityscapes: 1024).
+        scale_min, scale_max: range of the random rescale factor of the training augmentation.
+        train_split: the split the training images come from ("train"; VOC's semi-supervised pool is "aug").
         num_train: training images used (0 = the whole split).
         num_val: validation images used (0 = the whole split).
         label_fraction: share of the training images that keep their labels (a nested, deterministic partition,
@@ -49,6 +58,8 @@ class ExperimentConfig:
         backbone: backbone name (``contrastseg.models.BACKBONES``).
         head: decode head name (``contrastseg.models.HEADS``).
         output_stride: backbone output stride, 8 or 16 (the papers use 8).
+        aux_weight: weight of the auxiliary cross-entropy (0 = no auxiliary head): an FCN head on the backbone's
+            third level, or OCR's soft object regions; the papers use 0.4.
         pretrained: empty for random initialisation; a path to a local weights file; or ``"timm"`` for timm's
             default weights, which must already be in the local Hugging Face cache (nothing is downloaded).
         num_queries, mask_dim, decoder_layers: size of the mask-classification model (head "mask_classification"):
@@ -102,11 +113,20 @@ class ExperimentConfig:
         num_workers: data loader worker processes.
         checkpoint_every: steps between checkpoints.
         boundary_width: band width in pixels for the boundary IoU of the evaluation.
+        eval_scales: comma-separated test scales, e.g. "0.5,0.75,1,1.25,1.5,1.75" (multi-scale inference sums the
+            class probabilities over scales); "1" = single scale.
+        eval_flip: add the horizontally flipped image at every scale.
+        eval_window: sliding-window inference with windows of "HxW" pixels (overlap 1/3); empty = the whole image.
     """
 
     dataset: str = "synthscapes"
     data_root: str = ""
     image_size: int = 64
+    crop_width: int = 0
+    base_size: int = 0
+    scale_min: float = 0.75
+    scale_max: float = 1.5
+    train_split: str = "train"
     num_train: int = 256
     num_val: int = 64
     label_fraction: float = 1.0
@@ -116,6 +136,7 @@ class ExperimentConfig:
     head: str = "fcn"
     output_stride: int = 8
     pretrained: str = ""
+    aux_weight: float = 0.0
     num_queries: int = 100
     mask_dim: int = 256
     decoder_layers: int = 6
@@ -174,6 +195,9 @@ class ExperimentConfig:
     num_workers: int = 0
     checkpoint_every: int = 100
     boundary_width: int = 2
+    eval_scales: str = "1"
+    eval_flip: bool = False
+    eval_window: str = ""
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -194,13 +218,30 @@ class ExperimentConfig:
 
     def hash(self) -> str:
         """A stable 12-hex-digit hash of every field that changes what the run computes."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}
+        defaults = ExperimentConfig.__dataclass_fields__
+        payload = {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS
+                   and not (k in LATER_FIELDS and v == defaults[k].default)}
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def region_loss_names(self) -> tuple[str, ...]:
         """``region_losses`` as a tuple of names, e.g. ("rcc", "smc")."""
         return tuple(name.strip() for name in self.region_losses.split(",") if name.strip())
+
+    def crop_size(self) -> tuple[int, int]:
+        """The training crop as (height, width)."""
+        return self.image_size, self.crop_width or self.image_size
+
+    def evaluation_scales(self) -> tuple[float, ...]:
+        """``eval_scales`` as floats, e.g. (0.75, 1.0, 1.25)."""
+        return tuple(float(scale) for scale in self.eval_scales.split(",") if scale.strip())
+
+    def evaluation_window(self) -> tuple[int, int] | None:
+        """``eval_window`` as (height, width), or None for whole-image inference."""
+        if not self.eval_window:
+            return None
+        height, width = self.eval_window.lower().split("x")
+        return int(height), int(width)
 
     def replace(self, **changes) -> "ExperimentConfig":
         return dataclasses.replace(self, **changes)
@@ -242,12 +283,21 @@ smoke runs only check the pipeline."""
 def preset(name: str, **overrides) -> ExperimentConfig:
     """The named preset with overrides; an unknown name lists the valid ones.
 
-    A method that needs a mask-classification model (``mask_classification``, ``rc2l``) gets the preset's
-    ``MASK_CLASSIFICATION_SETTINGS`` under the overrides.
+    ``name`` is "smoke", "demo" or "paper:<setting>" (``contrastseg.paper_settings.SETTINGS``, e.g.
+    "paper:pixel_contrast/cityscapes/hrnet_w48"). At smoke and demo, a method that needs a mask-classification model
+    (``mask_classification``, ``rc2l``) gets the preset's ``MASK_CLASSIFICATION_SETTINGS`` under the overrides.
     """
     from contrastseg.objectives import OBJECTIVES
     from contrastseg.registry import lookup
 
+    kind, _, setting = name.partition(":")
+    if kind == "paper":
+        from contrastseg.paper_settings import SETTINGS, paper_setting
+
+        if not setting:
+            raise ValueError(f"the paper preset needs a setting, as 'paper:<setting>'; settings: "
+                             f"{', '.join(SETTINGS)}")
+        return ExperimentConfig(**(paper_setting(setting).overrides | overrides))
     build = lookup({"smoke": smoke, "demo": demo}, name, "preset")
     if lookup(OBJECTIVES, overrides.get("method", "ce"), "method").mask_classification:
         overrides = MASK_CLASSIFICATION_SETTINGS[name] | overrides
@@ -266,12 +316,13 @@ def _check_types(cfg: ExperimentConfig) -> None:
 
 
 def _check_names(cfg: ExperimentConfig) -> None:
-    from contrastseg.data import DATASETS
+    from contrastseg.data import DATASETS, SPLITS
     from contrastseg.models import BACKBONES, HEADS, MASK_CLASSIFICATION_HEADS
     from contrastseg.objectives import OBJECTIVES
     from contrastseg.registry import lookup
 
     lookup(DATASETS, cfg.dataset, "data set")
+    lookup(dict.fromkeys(SPLITS[cfg.dataset]), cfg.train_split, f"split of {cfg.dataset}")
     lookup(BACKBONES, cfg.backbone, "backbone")
     lookup(HEADS, cfg.head, "head")
     lookup(OBJECTIVES, cfg.method, "method")
@@ -285,8 +336,19 @@ def _check_names(cfg: ExperimentConfig) -> None:
         raise ValueError(f"method {cfg.method!r} does not work with head {cfg.head!r}: the methods "
                          f"{sorted(m for m, o in OBJECTIVES.items() if o.mask_classification)} need a "
                          f"mask-classification head ({', '.join(MASK_CLASSIFICATION_HEADS)}), the others a dense one")
+    if cfg.aux_weight > 0 and cfg.head in MASK_CLASSIFICATION_HEADS:
+        raise ValueError(f"aux_weight > 0 asks for an auxiliary CE head, which head {cfg.head!r} does not have; "
+                         f"use aux_weight=0")
     for name in cfg.region_loss_names():
         lookup(dict.fromkeys(REGION_LOSSES), name, "region loss")
+
+
+def _parses(parse) -> bool:
+    try:
+        parse()
+        return True
+    except ValueError:
+        return False
 
 
 def _check_ranges(cfg: ExperimentConfig) -> None:
@@ -305,6 +367,14 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("num_workers", cfg.num_workers >= 0, ">= 0"),
         ("checkpoint_every", cfg.checkpoint_every >= 1, ">= 1"),
         ("boundary_width", cfg.boundary_width >= 1, ">= 1"),
+        ("crop_width", cfg.crop_width == 0 or 32 <= cfg.crop_width <= 4096, "0 (square) or between 32 and 4096"),
+        ("base_size", cfg.base_size >= 0, ">= 0 (0 = image_size)"),
+        ("scale_min", 0 < cfg.scale_min <= cfg.scale_max, "in (0, scale_max]"),
+        ("aux_weight", cfg.aux_weight >= 0, ">= 0"),
+        ("eval_scales", _parses(cfg.evaluation_scales) and min(cfg.evaluation_scales(), default=0) > 0,
+         'comma-separated positive numbers, e.g. "0.75,1,1.25"'),
+        ("eval_window", _parses(cfg.evaluation_window) and min(cfg.evaluation_window() or (32,)) >= 32,
+         'empty or "HxW" with both sides >= 32, e.g. "512x1024"'),
         ("proj_dim", cfg.proj_dim >= 1, ">= 1"),
         ("contrast_weight", cfg.contrast_weight >= 0, ">= 0"),
         ("contrast_warmup", cfg.contrast_warmup >= 0, ">= 0"),

@@ -4,6 +4,8 @@
 runs that a table notebook trained. An interrupted run resumes from its last checkpoint. Two processes that ask for
 the same run at once are serialised by a lock file: the second waits, then reads the first one's result.
 
+In a dry run (``$CONTRASTSEG_PLAN`` set, see ``contrastseg.plan``) ``get_or_train`` only records the config.
+
 The store lives in ``./runs/store`` unless the environment variable ``CONTRASTSEG_RUNS`` names another root.
 """
 
@@ -21,6 +23,7 @@ import torch
 from contrastseg.config import ExperimentConfig
 from contrastseg.engine.train import CHECKPOINT_NAME, METRICS_NAME, load_trained_model, read_log, train
 from contrastseg.paths import runs_root
+from contrastseg.plan import placeholder_metrics, plan_file, record
 
 def run_dir_for(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
     return Path(root or runs_root()) / "store" / f"{cfg.method}-{cfg.hash()}"
@@ -40,6 +43,8 @@ class RunResult:
 
     def load_model(self, device: str | torch.device = "cpu", teacher: bool = False) -> torch.nn.Module:
         """The trained model in eval mode; the EMA teacher of a semi-supervised run with ``teacher=True``."""
+        if self.metrics.get("planned"):
+            raise RuntimeError(f"dry run: the {self.config.method} run {self.config.hash()} was planned, not trained")
         return load_trained_model(self.config, self.run_dir, device, teacher=teacher)
 
     def log(self) -> list[dict]:
@@ -49,6 +54,10 @@ class RunResult:
 def get_or_train(cfg: ExperimentConfig, *, root: str | Path | None = None, progress: bool = True) -> RunResult:
     """Return the run of ``cfg`` from the store, training (or resuming) it first if it has not finished."""
     run_dir = run_dir_for(cfg, root)
+    planning = plan_file()
+    if planning is not None:
+        record(cfg, planning)
+        return RunResult(cfg, run_dir, placeholder_metrics(cfg))
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
         metrics_path = run_dir / METRICS_NAME

@@ -6,6 +6,7 @@ Usage::
     python -m contrastseg.suite --preset demo --only tab2  # notebooks whose path contains "tab2"
     python -m contrastseg.suite --preset paper --force     # rerun even the current ones
     python -m contrastseg.suite --preset demo --set steps=200  # a parameter for every notebook (YAML value)
+    python -m contrastseg.suite --preset paper --dry-run   # the plan: runs, data needed, estimated GPU hours
 
 The manifest (``notebooks/manifest.yaml``) is a YAML list; each entry names a notebook, relative to the manifest's
 folder or to its parent (the repository root), a title, and optional extra parameters per preset::
@@ -25,6 +26,12 @@ through ``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 
 Resume: after each notebook a stamp (``.suite_stamp.json`` in its results folder) records a hash of the notebook's
 cell sources, the injected parameters and ``contrastseg.__version__``, with the status. A later batch skips a
 notebook whose stamp matches and says ``ok``; failed or interrupted notebooks always run again; ``--force`` reruns all.
+
+The paper preset runs each notebook once per paper setting that its manifest entry lists under
+``parameters: {paper: {settings: [...]}}`` (``contrastseg.paper_settings``), injecting ``preset="paper:<setting>"``;
+the executed copy is ``<stem>@<data set>-<model>.ipynb``. Entries without settings are not part of the paper batch.
+``--dry-run`` trains nothing: it executes every notebook with ``$CONTRASTSEG_PLAN`` set (``contrastseg.plan``), so
+each lists its runs, and prints the plan: runs per notebook, estimated GPU hours, and the data sets needed.
 
 A failing notebook does not stop the batch. At the end the batch prints each failure (notebook, cell, error), writes
 ``<out>/<preset>/suite.json`` and ``<out>/<preset>/report.html`` (`contrastseg.report`), and the CLI exits 1.
@@ -46,7 +53,7 @@ from typing import Any, Sequence
 
 import contrastseg
 
-from .paths import RUNS_ENV, environ
+from .paths import DATA_ENV, RUNS_ENV, data_root, environ
 from .report import write_report
 
 PRESETS = ("smoke", "demo", "paper")
@@ -144,6 +151,7 @@ def load_manifest(manifest_path: str | os.PathLike = DEFAULT_MANIFEST) -> list[M
             clash = set(values or {}) & set(RESERVED_PARAMETERS)
             if clash:
                 raise ValueError(f"{where}: {sorted(clash)} are set by the suite, not the manifest ({preset})")
+        _check_settings(where, params)
         path = _resolve_notebook(raw["notebook"], manifest_path.parent)
         entries.append(
             ManifestEntry(
@@ -158,6 +166,47 @@ def load_manifest(manifest_path: str | os.PathLike = DEFAULT_MANIFEST) -> list[M
     if dupes:
         raise ValueError(f"{manifest_path}: notebook names must be unique (they name the output files): {dupes}")
     return entries
+
+
+def _check_settings(where: str, params: dict) -> None:
+    """``settings`` belongs to the paper preset only and must name known paper settings."""
+    from contrastseg.paper_settings import SETTINGS
+
+    for preset, values in params.items():
+        settings = (values or {}).get("settings")
+        if settings is None:
+            continue
+        if preset != "paper":
+            raise ValueError(f"{where}: 'settings' is a paper-preset key, found under {preset!r}")
+        if not isinstance(settings, list) or not settings:
+            raise ValueError(f"{where}: 'settings' must be a non-empty list of paper settings")
+        unknown = [name for name in settings if name not in SETTINGS]
+        if unknown:
+            raise ValueError(f"{where}: unknown paper settings {unknown}; valid settings: {', '.join(SETTINGS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """One notebook run of a batch: the entry, the name of its executed copy, and its injected parameters."""
+
+    entry: ManifestEntry
+    name: str
+    parameters: dict[str, Any]
+
+
+def executions(entries: list[ManifestEntry], preset: str) -> list[Execution]:
+    """The batch's notebook runs: one per entry, or at the paper preset one per listed setting."""
+    runs = []
+    for entry in entries:
+        values = dict(entry.parameters.get(preset, {}))
+        settings = values.pop("settings", None)
+        if preset != "paper":
+            runs.append(Execution(entry, entry.stem, {"preset": preset, **values}))
+            continue
+        for setting in settings or []:
+            label = "-".join(setting.split("/")[1:])
+            runs.append(Execution(entry, f"{entry.stem}@{label}", {"preset": f"paper:{setting}", **values}))
+    return runs
 
 
 def _find_manifest(path: Path) -> Path:
@@ -235,19 +284,19 @@ def _source_cell_index(source_path: Path, executed_index: int) -> int:
     return executed_index - 1 if executed_index > injected_at else executed_index
 
 
-def run_notebook(entry: ManifestEntry, preset: str, preset_dir: Path, force: bool = False,
+def run_notebook(execution: Execution, preset_dir: Path, force: bool = False,
                  overrides: dict[str, Any] | None = None) -> NotebookOutcome:
-    """Run one manifest entry with papermill (or skip it when its executed copy is current); never raises
+    """Run one notebook execution with papermill (or skip it when its executed copy is current); never raises
     for a notebook's own failure. ``overrides`` are parameters for every notebook, over the manifest's."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    output = (preset_dir / f"{entry.stem}.ipynb").resolve()
-    results_dir = (preset_dir / entry.stem).resolve()
-    parameters = {"preset": preset, "results_dir": str(results_dir), **entry.parameters.get(preset, {}),
-                  **(overrides or {})}
+    entry = execution.entry
+    output = (preset_dir / f"{execution.name}.ipynb").resolve()
+    results_dir = (preset_dir / execution.name).resolve()
+    parameters = {**execution.parameters, "results_dir": str(results_dir), **(overrides or {})}
     outcome = NotebookOutcome(
-        notebook=entry.notebook,
+        notebook=entry.notebook if execution.name == entry.stem else f"{entry.notebook} ({parameters['preset']})",
         title=entry.title,
         status="failed",
         output=str(output),
@@ -329,26 +378,71 @@ def run_suite(
     reserved = sorted(set(overrides or {}) & set(RESERVED_PARAMETERS))
     if reserved:
         raise ValueError(f"the suite sets {', '.join(reserved)} itself; it cannot be overridden")
-    entries = load_manifest(manifest_path)
-    if only:
-        entries = [e for e in entries if only in e.notebook]
+    planned = executions(_select(load_manifest(manifest_path), only), preset)
     preset_dir = Path(out_root) / preset
     preset_dir.mkdir(parents=True, exist_ok=True)
 
     result = SuiteResult(preset=preset, outcomes=[])
-    bar = tqdm(entries, desc=f"suite {preset}", unit="nb", file=sys.stderr, disable=not progress)
-    # the kernels share one run store with the batch: $CONTRASTSEG_RUNS if set, else the batch's out_root
-    runs_store = os.environ.get(RUNS_ENV) or str(Path(out_root).resolve())
-    with environ(MPLBACKEND="agg", **{RUNS_ENV: runs_store}):
-        for entry in bar:
-            bar.set_postfix_str(entry.stem)
-            result.outcomes.append(run_notebook(entry, preset, preset_dir, force=force,
-                                                            overrides=overrides))
+    bar = tqdm(planned, desc=f"suite {preset}", unit="nb", file=sys.stderr, disable=not progress)
+    with environ(MPLBACKEND="agg", **_kernel_environment(out_root)):
+        for execution in bar:
+            bar.set_postfix_str(execution.name)
+            result.outcomes.append(run_notebook(execution, preset_dir, force=force, overrides=overrides))
             result.summary_path = _write_summary(preset_dir, result)  # up to date if the batch is interrupted
     bar.close()
     result.summary_path = _write_summary(preset_dir, result)
     result.report_path = write_report(preset_dir, result.outcomes, title=f"contrastseg notebook suite: {preset}")
     return result
+
+
+def _select(entries: list[ManifestEntry], only: str | None) -> list[ManifestEntry]:
+    return [e for e in entries if only in e.notebook] if only else entries
+
+
+def _kernel_environment(out_root: str | os.PathLike) -> dict[str, str]:
+    """What the kernels inherit: one run store with the batch ($CONTRASTSEG_RUNS if set, else the batch's
+    out_root), and the data root as an absolute path (kernels run in the notebooks' folders)."""
+    return {RUNS_ENV: os.environ.get(RUNS_ENV) or str(Path(out_root).resolve()),
+            DATA_ENV: str(data_root().resolve())}
+
+
+def plan_suite(preset: str, manifest_path: str | os.PathLike = DEFAULT_MANIFEST, only: str | None = None,
+               overrides: dict[str, Any] | None = None, progress: bool = True) -> list:
+    """Execute every notebook of the batch in dry-run mode and return what each would train.
+
+    Returns:
+        One ``contrastseg.plan.PlannedNotebook`` per notebook execution, in batch order.
+    """
+    import tempfile
+
+    import papermill
+    from tqdm import tqdm
+
+    from contrastseg.plan import PLAN_ENV, PlannedNotebook, read_plan
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    planned = executions(_select(load_manifest(manifest_path), only), preset)
+    notebooks = []
+    with tempfile.TemporaryDirectory(prefix="contrastseg-plan-") as scratch:
+        for index, execution in enumerate(tqdm(planned, desc=f"plan {preset}", unit="nb", file=sys.stderr,
+                                               disable=not progress)):
+            record_path = Path(scratch) / f"{index}.jsonl"
+            parameters = {**execution.parameters, "results_dir": str(Path(scratch) / execution.name),
+                          "show_progress": False, **(overrides or {})}
+            error = ""
+            with environ(MPLBACKEND="agg", **_kernel_environment(scratch), **{PLAN_ENV: str(record_path)}):
+                try:
+                    papermill.execute_notebook(
+                        os.fspath(execution.entry.path), os.fspath(Path(scratch) / f"{execution.name}.ipynb"),
+                        parameters=parameters, kernel_name=KERNEL_NAME, progress_bar=False,
+                        cwd=os.fspath(execution.entry.path.parent),
+                        extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                except Exception as exc:  # noqa: BLE001 - a cell after the training calls needs a trained model
+                    error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200] if str(exc) else ''}"
+            notebooks.append(PlannedNotebook(execution.name, execution.parameters["preset"],
+                                             read_plan(record_path), error))
+    return notebooks
 
 
 def _write_summary(preset_dir: Path, result: SuiteResult) -> Path:
@@ -404,11 +498,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a parameter for every notebook, VALUE read as YAML (e.g. steps=200, seeds=[0,1]); "
                              "repeatable")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="train nothing; print the runs each notebook would train, the data needed and an "
+                             "estimate of the GPU hours")
+    parser.add_argument("--tflops", type=float, default=None, metavar="T",
+                        help="sustained TFLOP/s per GPU assumed by the dry run's estimate")
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.set)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.dry_run:
+        return _dry_run(args, overrides)
 
     try:
         result = run_suite(
@@ -431,6 +532,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_failures(result))
     print(f"report: {result.report_path}")
     return 0 if result.ok else 1
+
+
+def _dry_run(args, overrides: dict[str, Any]) -> int:
+    from contrastseg.plan import ASSUMED_TFLOPS, format_plan
+
+    try:
+        notebooks = plan_suite(args.preset, args.manifest, args.only, overrides, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not notebooks:
+        print(f"error: no notebook of {args.manifest} runs at preset {args.preset!r}"
+              + (f" with --only {args.only!r}" if args.only else ""), file=sys.stderr)
+        return 2
+    print(f"dry run, preset {args.preset}: nothing was trained")
+    print(format_plan(notebooks, args.tflops or ASSUMED_TFLOPS))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""Data sets: the built-in SynthScapes, folders in the Cityscapes layout, joint transforms, and the registry.
+"""Data sets: the built-in SynthScapes, the real data sets read from disk, joint transforms, and the registry.
 
 Every data set yields ``(image, label)`` pairs: image (3, H, W) float32 in [0, 1], label (H, W) int64 with values in
 ``[0, num_classes)`` or 255 (ignore).
 
-Adding a data set takes one module that defines its ``DatasetInfo`` (class names from the official label table,
-palette) and, where needed, a preparation script that writes the Cityscapes-like layout read by
-``SegmentationFolder``; then one entry in ``DATASETS``.
+Real data sets (``real``) are read in the folder layouts mmsegmentation documents, each a thin layout over the
+generic pair reader ``PairedSegmentation`` (``folder``). Adding one takes its class names and palette from the
+official label table (``label_tables``), a reader class in ``real.READERS`` and one entry in ``DATASETS``; its
+preparation script (``data_scripts/prepare_<name>.py``) writes the layout the reader's docstring draws.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from dataclasses import dataclass
 
 from torch.utils.data import Dataset, Subset
 
+from contrastseg.data import label_tables as tables
 from contrastseg.data import synthscapes
-from contrastseg.data.folder import SegmentationFolder
+from contrastseg.data.folder import PairedSegmentation, SegmentationFolder
+from contrastseg.data.real import (
+    ADE20K, READERS, CamVid, Cityscapes, CocoStuff10k, CocoStuff164k, PascalContext, VOCAug,
+)
+from contrastseg.data.real import SPLITS as REAL_SPLITS
 from contrastseg.data.synthscapes import SynthScapes
 from contrastseg.data.transforms import train_transform
 from contrastseg.registry import lookup
@@ -45,10 +51,23 @@ class DatasetInfo:
                              f"names and {len(self.palette)} palette colours")
 
 
+def _real(name: str, class_names: tuple[str, ...], palette) -> DatasetInfo:
+    return DatasetInfo(name, len(class_names), class_names, palette)
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "synthscapes": DatasetInfo("synthscapes", synthscapes.NUM_CLASSES, synthscapes.CLASS_NAMES, synthscapes.PALETTE,
                                synthscapes.IGNORE_INDEX),
+    "cityscapes": _real("cityscapes", tables.CITYSCAPES_CLASSES, tables.CITYSCAPES_PALETTE),
+    "camvid": _real("camvid", tables.CAMVID_CLASSES, tables.CAMVID_PALETTE),
+    "pascal_context": _real("pascal_context", tables.PASCAL_CONTEXT_CLASSES, tables.PASCAL_CONTEXT_PALETTE),
+    "coco_stuff10k": _real("coco_stuff10k", tables.COCO_STUFF_CLASSES, tables.COCO_STUFF_PALETTE),
+    "coco_stuff164k": _real("coco_stuff164k", tables.COCO_STUFF_CLASSES, tables.COCO_STUFF_PALETTE),
+    "ade20k": _real("ade20k", tables.ADE20K_CLASSES, tables.ADE20K_PALETTE),
+    "voc_aug": _real("voc_aug", tables.VOC_CLASSES, tables.VOC_PALETTE),
 }
+SPLITS: dict[str, tuple[str, ...]] = {"synthscapes": synthscapes.SPLITS, **REAL_SPLITS}
+"""The split names of each data set (SynthScapes on disk holds those that make_synthetic.py wrote)."""
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -62,8 +81,9 @@ def build_dataset(name: str, split: str, *, root: str = "", image_size: int = 64
 
     Args:
         name: registry name (``DATASETS``).
-        split: split name ("train", "val", "test"; SynthScapes also has "unlabeled").
-        root: folder in the Cityscapes layout (``SegmentationFolder``); empty means SynthScapes on the fly.
+        split: split name, one of ``SPLITS[name]``.
+        root: the data set's folder, in the layout its reader documents (``real.READERS``; SynthScapes on disk:
+            ``SegmentationFolder``); empty means SynthScapes on the fly.
         image_size: SynthScapes image side when generated on the fly; the crop side when ``augment`` is set. Images
             read from a root keep their stored size.
         length: number of samples; None means the whole split (SynthScapes: its default length). For a root, the
@@ -80,13 +100,17 @@ def build_dataset(name: str, split: str, *, root: str = "", image_size: int = 64
         if name != "synthscapes":
             raise ValueError(f"data set {name!r} is read from disk; give its root folder")
         return SynthScapes(split, image_size=image_size, length=length, seed=seed, transform=transform)
-    dataset = SegmentationFolder(root, split, info.num_classes, transform=transform)
+    if name in READERS:
+        dataset = READERS[name](root, split, transform=transform)
+    else:
+        dataset = SegmentationFolder(root, split, info.num_classes, transform=transform)
     if length is not None and length < len(dataset):
         return Subset(dataset, range(length))
     return dataset
 
 
 __all__ = [
-    "DATASETS", "DatasetInfo", "SegmentationFolder", "SynthScapes", "build_dataset", "dataset_info",
+    "ADE20K", "CamVid", "Cityscapes", "CocoStuff10k", "CocoStuff164k", "DATASETS", "DatasetInfo", "PairedSegmentation",
+    "PascalContext", "SPLITS", "SegmentationFolder", "SynthScapes", "VOCAug", "build_dataset", "dataset_info",
     "train_transform",
 ]

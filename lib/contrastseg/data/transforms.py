@@ -39,27 +39,34 @@ class JointTransform:
         return f"JointTransform({self.pipeline})"
 
 
-def train_transform(image_size: int, scale_range: tuple[float, float] = (0.75, 1.5), flip_probability: float = 0.5,
-                    colour_jitter: float = 0.2) -> JointTransform:
-    """Colour jitter, horizontal flip, random rescale and a random ``image_size`` crop, with ignore padding.
+def train_transform(crop_size: int | tuple[int, int], scale_range: tuple[float, float] = (0.75, 1.5),
+                    flip_probability: float = 0.5, colour_jitter: float = 0.2,
+                    base_size: int | None = None) -> JointTransform:
+    """Colour jitter, horizontal flip, random rescale and a random crop, with ignore padding.
 
     Args:
-        image_size: side of the square output crop, in pixels.
-        scale_range: range of the random rescale factor of the input's shorter side, relative to ``image_size``.
+        crop_size: the output crop, ``side`` or ``(height, width)`` in pixels.
+        scale_range: range of the random rescale factor; the input's shorter side becomes ``factor * base_size``.
         flip_probability: chance of a horizontal flip.
         colour_jitter: brightness, contrast and saturation jitter strength; 0 turns it off. No hue jitter: it costs
             three times the rest of the pipeline, and the reference augments brightness only.
+        base_size: the shorter side that factor 1 means; None = the crop's height. The papers rescale real images
+            by [0.5, 2.0] around their stored size (Cityscapes: base 1024 for 512 x 1024 crops); our choice of the
+            shorter side as the reference keeps the aspect ratio, where mmsegmentation fits the image into a box.
 
     Returns:
         A callable ``(image, label) -> (image, label)`` on tensors; see ``JointTransform`` for shapes.
     """
-    low, high = (max(1, round(image_size * factor)) for factor in scale_range)
+    height, width = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
+    base_size = base_size or height
+    low, high = (max(1, round(base_size * factor)) for factor in scale_range)
     steps = [
         v2.ColorJitter(brightness=colour_jitter, contrast=colour_jitter, saturation=colour_jitter)
         if colour_jitter > 0 else v2.Identity(),
         v2.RandomHorizontalFlip(flip_probability),
         v2.RandomResize(low, high + 1, antialias=True),
-        v2.RandomCrop(image_size, pad_if_needed=True, fill={tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE_INDEX}),
+        v2.RandomCrop((height, width), pad_if_needed=True,
+                      fill={tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE_INDEX}),
     ]
     return JointTransform(v2.Compose(steps))
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from contrastseg.config import ExperimentConfig
 from contrastseg.data import build_dataset, dataset_info
 from contrastseg.data.partitions import image_ids, split_labeled
+from contrastseg.paths import resolve_data_root
 from contrastseg.data.transforms import WeakStrongViews, strong_photometric, train_transform
 from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
 from contrastseg.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -56,11 +57,12 @@ def build_model(cfg: ExperimentConfig) -> torch.nn.Module:
     levels = lookup(OBJECTIVES, cfg.method, "method").projection_levels(cfg)
     return build_segmentor(cfg.backbone, cfg.head, dataset_info(cfg.dataset).num_classes, cfg.output_stride,
                            cfg.pretrained, proj_dim=cfg.proj_dim if levels else 0, proj_levels=max(levels, 1),
-                           num_queries=cfg.num_queries, mask_dim=cfg.mask_dim, decoder_layers=cfg.decoder_layers)
+                           num_queries=cfg.num_queries, mask_dim=cfg.mask_dim, decoder_layers=cfg.decoder_layers,
+                           aux_head=cfg.aux_weight > 0)
 
 
 def build_split(cfg: ExperimentConfig, split: str, length: int):
-    return build_dataset(cfg.dataset, split, root=cfg.data_root, image_size=cfg.image_size,
+    return build_dataset(cfg.dataset, split, root=resolve_data_root(cfg.data_root), image_size=cfg.image_size,
                          length=length or None, seed=DATA_SEED)
 
 
@@ -70,9 +72,14 @@ def build_training_sets(cfg: ExperimentConfig) -> tuple[Subset, Subset]:
     Without a partition (``label_fraction`` 1, no ``partition_file``) every image is labeled, and the unlabeled set
     is the whole split again: a semi-supervised method then learns from every image both ways (the "full" setting).
     """
-    images = build_split(cfg, "train", cfg.num_train)
+    images = build_split(cfg, cfg.train_split, cfg.num_train)
     labeled, unlabeled = split_labeled(image_ids(images), cfg.label_fraction, cfg.partition_file)
     return Subset(images, labeled), Subset(images, unlabeled or labeled)
+
+
+def augmentation(cfg: ExperimentConfig):
+    """The training images' joint augmentation under ``cfg``: crop size, rescale range and its base size."""
+    return train_transform(cfg.crop_size(), (cfg.scale_min, cfg.scale_max), base_size=cfg.base_size or None)
 
 
 def build_optimizer(cfg: ExperimentConfig, parameters) -> torch.optim.Optimizer:
@@ -87,7 +94,7 @@ def unlabeled_batches(cfg: ExperimentConfig, unlabeled: Subset, start_step: int,
     """An iterator of (weak, strong) batches of unlabeled images for steps ``start_step ..``, seeded like the rest."""
     batch_size = cfg.unlabeled_batch_size or cfg.batch_size
     seed = cfg.seed + 7919  # the unlabeled stream must not repeat the labeled one's order and augmentation
-    views = SeededAugmentation(unlabeled, WeakStrongViews(train_transform(cfg.image_size), strong_photometric()),
+    views = SeededAugmentation(unlabeled, WeakStrongViews(augmentation(cfg), strong_photometric()),
                                seed)
     sampler = StepBatchSampler(len(views), batch_size, cfg.steps, seed, start_step)
     return iter(DataLoader(views, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin_memory,
@@ -126,7 +133,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     start_step, elapsed = resume(cfg, run_dir, model, objective, optimizer, teacher)
 
     labeled_set, unlabeled_set = build_training_sets(cfg)
-    train_set = SeededAugmentation(labeled_set, train_transform(cfg.image_size), cfg.seed)
+    train_set = SeededAugmentation(labeled_set, augmentation(cfg), cfg.seed)
     sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, cfg.seed, start_step)
     # the loader's own generator keeps it from drawing its worker seed out of the global stream that dropout uses
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
@@ -167,7 +174,8 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     metrics = {
         "val": evaluate(model, val_set, info.num_classes, batch_size=cfg.batch_size, device=device,
                         boundary_width=cfg.boundary_width, ignore_index=info.ignore_index, amp=cfg.amp,
-                        progress=progress),
+                        progress=progress, scales=cfg.evaluation_scales(), flip=cfg.eval_flip,
+                        window=cfg.evaluation_window()),
         "steps": cfg.steps,
         "train_seconds": elapsed,
         "config_hash": cfg.hash(),

@@ -2,8 +2,13 @@
 
 Every backbone is an ``nn.Module`` that maps images (B, 3, H, W) to a tuple of four feature maps, finest first,
 and exposes ``channels`` (per level) and ``reductions`` (stride of each level relative to the input). ResNets come
-from timm (``features_only=True``, dilated to the requested output stride); ``TinyBackbone`` is a small plain CNN
-for CPU smoke runs and tests.
+from timm (``features_only=True``, dilated to the requested output stride); HRNets (``models.hrnet``) give their
+four parallel branches; ``TinyBackbone`` is a small plain CNN for CPU smoke runs and tests.
+
+ResNet-101 variants: ``resnet101`` is the plain (7x7-stem) ResNet-101. The papers' DeepLabV3 uses the reference
+code's "deep base" ResNet-101, whose stem is three 3x3 convolutions (64, 64, 128 channels) with plain strided 1x1
+shortcuts: timm's ``resnet101s`` is that architecture. ``resnet101d`` (stem 32, 32, 64 and average-pool shortcuts,
+the ResNet-D tweaks) is registered too for its stronger ImageNet weights, but is the farther match.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-TIMM_BACKBONES = ("resnet18", "resnet50", "resnet101")
+TIMM_BACKBONES = ("resnet18", "resnet50", "resnet101", "resnet101s", "resnet101d")
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1,
+                 kernel_size: int = 3) -> nn.Sequential:
+    """Convolution (no bias, "same" padding), BatchNorm, ReLU."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=dilation * (kernel_size // 2),
+                  dilation=dilation, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -70,28 +78,40 @@ class TimmBackbone(nn.Module):
 
     def __init__(self, name: str, output_stride: int = 8, pretrained: str = ""):
         super().__init__()
-        import timm
-
-        use_timm_weights = pretrained == "timm"
-        if use_timm_weights:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from the local cache or not at all
-        try:
-            self.body = timm.create_model(name, features_only=True, output_stride=output_stride,
-                                          out_indices=(1, 2, 3, 4), pretrained=use_timm_weights)
-        except Exception as error:
-            if use_timm_weights:
-                raise FileNotFoundError(
-                    f"pretrained='timm' asks for timm's {name} weights, which are not in the local Hugging Face cache "
-                    f"and are never downloaded here; put them in the cache, pass a weights file path, or use ''"
-                ) from error
-            raise
-        if pretrained and not use_timm_weights:
-            load_weights_file(self.body, Path(pretrained))
+        self.body = create_timm_features(name, pretrained, output_stride=output_stride, out_indices=(1, 2, 3, 4))
         self.channels = tuple(self.body.feature_info.channels())
         self.reductions = tuple(min(r, output_stride) for r in self.body.feature_info.reduction())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.body(images))
+
+
+def create_timm_features(name: str, pretrained: str = "", **kwargs) -> nn.Module:
+    """``timm.create_model(name, features_only=True, **kwargs)`` with this library's ``pretrained`` rules.
+
+    Args:
+        name: the timm model name.
+        pretrained: ``""`` (random initialisation), ``"timm"`` (timm's default weights, from the local Hugging Face
+            cache only: nothing is downloaded) or the path of a local weights file.
+        **kwargs: further arguments of ``timm.create_model`` (``out_indices``, ``output_stride``, ...).
+    """
+    import timm
+
+    use_timm_weights = pretrained == "timm"
+    if use_timm_weights:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from the local cache or not at all
+    try:
+        body = timm.create_model(name, features_only=True, pretrained=use_timm_weights, **kwargs)
+    except Exception as error:
+        if use_timm_weights:
+            raise FileNotFoundError(
+                f"pretrained='timm' asks for timm's {name} weights, which are not in the local Hugging Face cache "
+                f"and are never downloaded here; put them in the cache, pass a weights file path, or use ''"
+            ) from error
+        raise
+    if pretrained and not use_timm_weights:
+        load_weights_file(body, Path(pretrained))
+    return body
 
 
 def load_weights_file(module: nn.Module, path: Path) -> None:
@@ -111,13 +131,16 @@ def load_weights_file(module: nn.Module, path: Path) -> None:
 
 
 def build_backbone(name: str, output_stride: int = 8, pretrained: str = "") -> nn.Module:
-    """Build a backbone by name: ``"tiny"`` or one of ``TIMM_BACKBONES``."""
+    """Build a backbone by name: ``"tiny"``, one of ``TIMM_BACKBONES`` or one of ``hrnet.HRNET_BACKBONES``.
+
+    HRNets ignore ``output_stride`` (their branches are always at strides 4, 8, 16 and 32; see ``HRNetBackbone``).
+    """
     from contrastseg.models import BACKBONES
     from contrastseg.registry import lookup
 
-    lookup(BACKBONES, name, "backbone")
+    backbone_class = lookup(BACKBONES, name, "backbone")
     if name == "tiny":
         if pretrained:
             raise ValueError("the tiny backbone has no pretrained weights; use pretrained=''")
         return TinyBackbone(output_stride=output_stride)
-    return TimmBackbone(name, output_stride=output_stride, pretrained=pretrained)
+    return backbone_class(name, output_stride=output_stride, pretrained=pretrained)

@@ -1,7 +1,15 @@
-"""Decode heads: map the backbone's last feature map to class logits (at that map's resolution).
+"""Decode heads: map a feature map to class logits (at that map's resolution).
 
 Each head returns ``(logits, decoder_features)``: the logits (B, K, h, w) and the features just before the
-classifier (B, C, h, w), which the contrastive methods project into their embedding space.
+classifier (B, C, h, w), which the contrastive methods project into their embedding space. Two class attributes
+tell the ``Segmentor`` how to call a head:
+
+* ``multi_level``: False, the head decodes the backbone's last level; True, it decodes all four levels,
+  concatenated at the finest level's resolution (``concat_levels``, the HRNetV2 representation);
+* ``aux_branch``: True when the head has its own auxiliary classifier (OCR's soft object regions) and returns
+  ``(logits, decoder_features, aux_logits)``.
+
+``ocr.OCRHead`` is the other multi-level head.
 """
 
 from __future__ import annotations
@@ -16,13 +24,24 @@ from contrastseg.models.backbones import conv_bn_relu
 class FCNHead(nn.Module):
     """Fully convolutional head: 3x3 conv-BN-ReLU, dropout, 1x1 classifier.
 
+    Also the auxiliary head of DeepLabV3 (``channels=256`` on ResNet-101's third stage, as in the reference code).
+
+    Args:
+        in_channels: C_in.
+        num_classes: K.
+        dropout: Dropout2d probability before the classifier.
+        channels: width of the conv-BN-ReLU; None = ``max(C_in // 4, 16)``.
+
     Shape:
-        features: (B, C_in, h, w) -> logits (B, K, h, w), decoder features (B, C_in // 4, h, w).
+        features: (B, C_in, h, w) -> logits (B, K, h, w), decoder features (B, channels, h, w).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1):
+    multi_level = False
+    aux_branch = False
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, channels: int | None = None):
         super().__init__()
-        self.channels = max(in_channels // 4, 16)
+        self.channels = max(in_channels // 4, 16) if channels is None else channels
         self.block = conv_bn_relu(in_channels, self.channels)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(self.channels, num_classes, 1)
@@ -66,6 +85,9 @@ class DeepLabV3Head(nn.Module):
         features: (B, C_in, h, w) -> logits (B, K, h, w), decoder features (B, channels, h, w).
     """
 
+    multi_level = False
+    aux_branch = False
+
     def __init__(self, in_channels: int, num_classes: int, output_stride: int = 8, channels: int = 256):
         super().__init__()
         rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
@@ -77,6 +99,46 @@ class DeepLabV3Head(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         decoded = self.block(self.aspp(features))
         return self.classifier(decoded), decoded
+
+
+class HRNetHead(nn.Module):
+    """HRNetV2's head on the concatenated branches: 1x1 conv-BN-ReLU (same width), dropout, 1x1 classifier.
+
+    The HRNet authors' head has a 1x1 convolution and no dropout (the defaults); the pixel-contrast reference code
+    uses a 3x3 convolution and Dropout2d 0.1 (``kernel_size=3, dropout=0.1``).
+
+    Shape:
+        features: (B, C_in, h, w), the ``concat_levels`` map (720 channels for W48)
+        -> logits (B, K, h, w), decoder features (B, C_in, h, w).
+    """
+
+    multi_level = True
+    aux_branch = False
+
+    def __init__(self, in_channels: int, num_classes: int, kernel_size: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.channels = in_channels
+        self.block = conv_bn_relu(in_channels, in_channels, kernel_size=kernel_size)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(in_channels, num_classes, 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        decoded = self.block(features)
+        return self.classifier(self.dropout(decoded)), decoded
+
+
+def concat_levels(levels: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """All levels resized to the first (finest) one's size and concatenated along channels, finest first.
+
+    Bilinear with ``align_corners=True``, as in the HRNet and OCR reference code.
+
+    Shape:
+        levels: maps (B, C_l, h_l, w_l) -> (B, sum of C_l, h_1, w_1).
+    """
+    size = levels[0].shape[-2:]
+    resized = [level if level.shape[-2:] == size else
+               F.interpolate(level, size=size, mode="bilinear", align_corners=True) for level in levels]
+    return torch.cat(resized, dim=1)
 
 
 def upsample_to(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -70,7 +70,7 @@ def level_weights(levels: int, reverse: bool = False) -> tuple[float, ...]:
 class ContextrastObjective(CrossEntropyObjective):
     """CE (+ aux CE) + ``contrast_weight`` x sum_i lambda_i x pixel-to-anchor loss of level i, with BANE negatives.
 
-    Terms: ``ce`` (and ``aux_ce``), ``contrast`` (the lambda-weighted sum, what the weight multiplies) and, for the
+    Terms: ``ce`` (and ``aux``), ``contrast`` (the lambda-weighted sum, what the weight multiplies) and, for the
     log only (weight 0), ``contrast_level{i}`` per level, i = 1 the finest projected level.
 
     Shape:
@@ -82,8 +82,9 @@ class ContextrastObjective(CrossEntropyObjective):
                  reverse_level_weights: bool = False, contrast_weight: float = 0.1, warmup_steps: int = 0,
                  temperature: float = 0.1, anchor_mixing: float = 0.5, detach_anchors: bool = False,
                  max_pixels: int = 10000, max_pixels_per_class: int = 2500, bane: str = "union",
-                 bane_fraction: float = 0.2, bane_max_per_class: int = 1024, bane_literal: bool = False):
-        super().__init__(num_classes, ignore_index)
+                 bane_fraction: float = 0.2, bane_max_per_class: int = 1024, bane_literal: bool = False,
+                 aux_weight: float = 0.0):
+        super().__init__(num_classes, ignore_index, aux_weight=aux_weight)
         if bane not in BANE_MODES:
             raise ValueError(f"unknown bane mode {bane!r}; valid: {', '.join(BANE_MODES)}")
         if not 0.0 <= anchor_mixing <= 1.0:
@@ -107,7 +108,8 @@ class ContextrastObjective(CrossEntropyObjective):
                    warmup_steps=cfg.contrast_warmup, temperature=cfg.temperature, anchor_mixing=cfg.anchor_mixing,
                    detach_anchors=cfg.detach_anchors, max_pixels=cfg.level_max_pixels,
                    max_pixels_per_class=cfg.level_max_per_class, bane=cfg.bane, bane_fraction=cfg.bane_fraction,
-                   bane_max_per_class=cfg.bane_max_per_class, bane_literal=cfg.bane_literal)
+                   bane_max_per_class=cfg.bane_max_per_class, bane_literal=cfg.bane_literal,
+                   aux_weight=cfg.aux_weight)
 
     def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         terms = super().forward(outputs, labels, step)

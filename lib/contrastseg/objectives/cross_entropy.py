@@ -6,11 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-AUX_WEIGHT = 0.4  # weight of an auxiliary head's CE, as in the reference code and the DeepLab/OCR literature
+AUX_WEIGHT = 0.4  # the papers' weight of the auxiliary CE (DeepLabV3's FCN head, OCR's soft regions); see aux_weight
 
 
 class CrossEntropyObjective(nn.Module):
-    """Pixel-wise cross-entropy with an ignore index (+ 0.4 x the CE of an auxiliary head when the model has one).
+    """Pixel-wise cross-entropy with an ignore index (+ ``aux_weight`` x the CE of the model's auxiliary logits).
+
+    The auxiliary term ``aux`` is computed when ``aux_weight > 0`` and the outputs have "aux_logits" (a model built
+    with an auxiliary head, or OCR, while training); the papers use ``AUX_WEIGHT`` = 0.4. ``from_config`` reads
+    ``cfg.aux_weight``.
 
     Every objective follows the same protocol:
 
@@ -30,10 +34,13 @@ class CrossEntropyObjective(nn.Module):
     semi_supervised = False
     mask_classification = False
 
-    def __init__(self, num_classes: int, ignore_index: int = 255):
+    def __init__(self, num_classes: int, ignore_index: int = 255, *, aux_weight: float = 0.0):
         super().__init__()
+        if aux_weight < 0:
+            raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.aux_weight = aux_weight
 
     @classmethod
     def projection_levels(cls, cfg) -> int:
@@ -42,16 +49,16 @@ class CrossEntropyObjective(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, num_classes: int, ignore_index: int = 255) -> "CrossEntropyObjective":
-        return cls(num_classes, ignore_index)
+        return cls(num_classes, ignore_index, aux_weight=cfg.aux_weight)
 
     def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         terms = {"ce": F.cross_entropy(outputs["logits"].float(), labels, ignore_index=self.ignore_index)}
-        if "aux_logits" in outputs:
-            terms["aux_ce"] = F.cross_entropy(outputs["aux_logits"].float(), labels, ignore_index=self.ignore_index)
+        if self.aux_weight > 0 and "aux_logits" in outputs:
+            terms["aux"] = F.cross_entropy(outputs["aux_logits"].float(), labels, ignore_index=self.ignore_index)
         return terms
 
     def weights(self, step: int) -> dict[str, float]:
-        return {"ce": 1.0, "aux_ce": AUX_WEIGHT}
+        return {"ce": 1.0} | ({"aux": self.aux_weight} if self.aux_weight > 0 else {})
 
     def after_step(self, outputs: dict, labels: torch.Tensor) -> None:
         """Nothing to update for plain cross-entropy."""

@@ -44,8 +44,8 @@ class PixelContrastObjective(CrossEntropyObjective):
                  base_temperature: float = 0.07, anchor_sampling: str = "hard", max_samples: int = 1024,
                  max_views: int = 100, memory: str = "none", memory_size: int = 5000, pixels_per_update: int = 10,
                  memory_sampling: str = "all", num_positives: int = 1024, num_negatives: int = 2048,
-                 reference_quirks: bool = False):
-        super().__init__(num_classes, ignore_index)
+                 reference_quirks: bool = False, aux_weight: float = 0.0):
+        super().__init__(num_classes, ignore_index, aux_weight=aux_weight)
         self.contrast_weight = contrast_weight
         self.warmup_steps = warmup_steps
         self.anchor_sampling = anchor_sampling
@@ -70,7 +70,8 @@ class PixelContrastObjective(CrossEntropyObjective):
                    max_samples=cfg.max_samples, max_views=cfg.max_views, memory=cfg.memory,
                    memory_size=cfg.memory_size, pixels_per_update=cfg.pixels_per_update,
                    memory_sampling=cfg.memory_sampling, num_positives=cfg.num_positives,
-                   num_negatives=cfg.num_negatives, reference_quirks=cfg.reference_quirks)
+                   num_negatives=cfg.num_negatives, reference_quirks=cfg.reference_quirks,
+                   aux_weight=cfg.aux_weight)
 
     def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         terms = super().forward(outputs, labels, step)
