@@ -132,3 +132,10 @@ def test_dry_run_lists_runs_without_training(tmp_path, capsys, monkeypatch):
     assert "table_x@camvid-hrnet_w48" in out and "camvid:" in out and "prepare_camvid.py" in out
     hours = float(next(line for line in out.splitlines() if line.startswith("total")).split()[-1])
     assert math.isfinite(hours) and hours > 0
+
+
+def test_estimate_counts_mask_classification_models_through_the_cpu_fallback():
+    """The mask-classification model uses autocast, which the meta device lacks: FLOPs are counted on the CPU."""
+    supervised = estimate(preset("smoke", method="mask_classification"))
+    semi = estimate(preset("smoke", method="rc2l"))
+    assert supervised.train_flops > 0 and semi.train_flops > 2 * supervised.train_flops
