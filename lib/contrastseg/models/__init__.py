@@ -67,9 +67,10 @@ def build_segmentor(backbone: str, head: str, num_classes: int, output_stride: i
         return MaskClassificationSegmentor(body, num_classes, num_queries=num_queries, hidden_dim=mask_dim,
                                            decoder_layers=decoder_layers)
     head_channels = sum(body.channels) if head_class.multi_level else body.channels[-1]
-    decode_head = build_head(head, head_channels, num_classes, output_stride)
     projected = (head_channels,) if proj_levels == 1 else body.channels[-proj_levels:]
+    # projections are built before the head: the random initialisation of every stored run depends on this order
     projections = nn.ModuleList(ProjectionHead(channels, proj_dim) for channels in projected) if proj_dim else None
+    decode_head = build_head(head, head_channels, num_classes, output_stride)
     auxiliary = FCNHead(body.channels[AUX_LEVEL], num_classes, channels=AUX_CHANNELS) \
         if aux_head and not head_class.aux_branch else None
     return Segmentor(body, decode_head, projections, aux_head=auxiliary)
