@@ -23,21 +23,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from contrastseg.data.download import (script_parser, convert_labels, count_files, download_dir, extract,
-                                       lookup_table, print_summary, require_files)
+                                       print_summary, require_files)
+from contrastseg.data.label_tables import CITYSCAPES_LABEL_ID_TO_TRAIN_ID
 
 ARCHIVES = ("gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip")
-# labelIds of the 19 evaluated classes, in train-id order (cityscapesScripts labels.py)
-EVALUATED_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
-
-
-def train_id_table() -> np.ndarray:
-    """(256,) uint8: labelId -> train id (0..18), 255 for every other id."""
-    return lookup_table({label_id: train_id for train_id, label_id in enumerate(EVALUATED_IDS)})
 
 
 def manual_download_steps(downloads: Path) -> list[str]:
@@ -74,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs = [(path, path.with_name(path.name[:-len(LABEL_IDS_SUFFIX)] + TRAIN_IDS_SUFFIX))
             for path in sorted((root / "gtFine").glob(f"*/*/*{LABEL_IDS_SUFFIX}"))]
-    written, kept = convert_labels(jobs, train_id_table(), workers=args.workers, desc="labelTrainIds",
+    written, kept = convert_labels(jobs, CITYSCAPES_LABEL_ID_TO_TRAIN_ID, workers=args.workers, desc="labelTrainIds",
                                    progress=progress)
     splits = sorted(path.name for path in (root / "leftImg8bit").iterdir() if path.is_dir())
     print_summary(f"Cityscapes in {root} (labelTrainIds: {written} written, {kept} kept):",

@@ -170,9 +170,3 @@ def format_plan(notebooks: list[PlannedNotebook], tflops: float = ASSUMED_TFLOPS
             f"make it with `python data_scripts/make_synthetic.py --root {path}`"
         lines.append(f"  {dataset}: {path} ({state}); {hint}")
     return "\n".join(lines)
-
-
-def total_hours(notebooks: list[PlannedNotebook], tflops: float = ASSUMED_TFLOPS) -> float:
-    """GPU hours of the distinct runs of a plan."""
-    unique = {cfg.hash(): cfg for notebook in notebooks for cfg in notebook.configs}
-    return sum(estimate(cfg, tflops).gpu_hours for cfg in unique.values()) if unique else 0.0

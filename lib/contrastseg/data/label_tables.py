@@ -51,7 +51,6 @@ CITYSCAPES_NUM_LABEL_IDS = 34
 CITYSCAPES_LABEL_ID_TO_TRAIN_ID = label_table(
     {label_id: train_id for train_id, label_id in enumerate(CITYSCAPES_EVALUATED_LABEL_IDS)},
     ignored=range(CITYSCAPES_NUM_LABEL_IDS))
-CITYSCAPES_TRAIN_IDS = identity_table(len(CITYSCAPES_CLASSES))
 
 # ---------------------------------------------------------------------------------------------------------------
 # CamVid, the 11-class SegNet version: 0..10 classes, 11 = Unlabelled (void)
