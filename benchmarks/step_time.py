@@ -1,16 +1,33 @@
-"""Training step time (and GPU memory) of each method against CE-only, side by side in one process.
+"""Training step time, throughput (and GPU memory) of each method against CE-only, side by side in one process.
 
     python benchmarks/step_time.py --preset demo --device cpu --steps 5 --full-memory
     python benchmarks/step_time.py --preset demo --device cuda --steps 30 \
         --methods ce pixel_contrast pixel_contrast:memory=both
 
+At the papers' scale (``--preset paper:<setting>``, a key of ``contrastseg.paper_settings.SETTINGS``), on random
+tensors at the setting's crop, with one GPU's share of a data-parallel batch (``--batch-size 2``):
+
+    python benchmarks/step_time.py --preset paper:pixel_contrast/cityscapes/hrnet_w48 --batch-size 2 \
+        --device cuda --steps 20 --methods ce pixel_contrast pixel_contrast:memory=both
+    python benchmarks/step_time.py --preset paper:contextrast/cityscapes/hrnet_w48 --batch-size 2 \
+        --device cuda --steps 20 --methods ce contextrast contextrast:bane=off
+    python benchmarks/step_time.py --preset paper:pixel_contrast/cityscapes/hrnet_w48 --batch-size 2 \
+        --device cuda --steps 20 --warmup 3 --methods ce ce:speed=fast ce:channels_last=true,speed=fast \
+        ce:channels_last=true,speed=fast,compile=true
+
 Every method gets its own model, objective and optimizer, built from the preset's config with the overrides named
-after the colon. The timed unit is ``contrastseg.engine.train.training_step`` (forward, loss terms, backward,
+after the colon (``speed``, ``channels_last`` and ``compile`` included, as in training; compiling happens in the
+warmup steps), with random initial weights (the step time does not depend on them; a spec may still set
+``pretrained``). The timed unit is ``contrastseg.engine.train.training_step`` (forward, loss terms, backward,
 optimizer update, memory writes; for a semi-supervised method also the student on the CutMix-ed unlabeled batch, the
-EMA teacher and its update), on one fixed batch of real SynthScapes samples, which also stands in for the unlabeled
-batch. A mask-classification method (``mask_classification``, ``rc2l``) gets its preset's model settings. Steps are interleaved across methods, round
-by round, so that a drift of the machine's speed hits all methods alike; the table reports the median step time and
-its ratio to the first method. Writes JSON with the device, versions and the command.
+EMA teacher and its update), on one fixed batch, which also stands in for the unlabeled batch: real SynthScapes
+samples at the smoke and demo presets; random tensors at the crop size (images uniform in [0, 1], labels uniform over
+the classes) for a preset whose data set is another (usually not on disk where this runs) or with
+``--random-batch``. A mask-classification method (``mask_classification``, ``rc2l``) gets its preset's model
+settings. Steps are interleaved across methods, round by round, so that a drift of the machine's speed hits all
+methods alike; the table reports the median step time, its ratio to the first method, images per second, and an
+estimate of the training TFLOP/s and its share of the GPU's dense bf16 peak (``common.BF16_PEAK_TFLOPS``). Writes
+JSON with the device, versions and the command.
 """
 
 from __future__ import annotations
@@ -28,19 +45,35 @@ import torch
 from contrastseg.config import ExperimentConfig, preset
 from contrastseg.data import dataset_info
 from contrastseg.engine.semi import CutMix, EmaTeacher
+from contrastseg.engine.speed import configure_kernels, memory_format, training_forward
 from contrastseg.engine.train import (UnlabeledViews, build_model, build_optimizer, build_split, resolve_device,
                                       training_step)
 from contrastseg.objectives import build_objective
+from contrastseg.paper_settings import SETTINGS
+from contrastseg.plan import forward_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, write_result  # noqa: E402
+from common import bf16_peak_tflops, device_name, write_result  # noqa: E402
 from pixel_contrast import fill_with_random_rows  # noqa: E402
 
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
+BOOLEANS = {"true": True, "false": False}
+SAMPLES_BATCH, RANDOM_BATCH = "synthscapes samples", "random tensors at the crop size"
+
+
+def checked_preset(name: str) -> str:
+    """``--preset``'s type: "smoke", "demo" or "paper:<setting>"; another value exits listing the valid ones."""
+    try:
+        preset(name)
+    except ValueError as error:
+        paper = "" if name.partition(":")[0] == "paper" else f"; or paper:<setting>, of {', '.join(SETTINGS)}"
+        raise argparse.ArgumentTypeError(f"{error}{paper}") from None
+    return name
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
-    """``"pixel_contrast:memory=both,temperature=0.2"`` -> ("pixel_contrast", {"memory": "both", "temperature": 0.2})."""
+    """``"pixel_contrast:memory=both,temperature=0.2"`` -> ("pixel_contrast", {"memory": "both",
+    "temperature": 0.2})."""
     method, _, rest = spec.partition(":")
     overrides = {}
     for item in filter(None, rest.split(",")):
@@ -48,17 +81,48 @@ def parse_method(spec: str) -> tuple[str, dict]:
         kind = FIELD_TYPES.get(key)
         if kind is None:
             raise SystemExit(f"unknown config field {key!r} in {spec!r}; valid: {', '.join(FIELD_TYPES)}")
-        overrides[key] = {"int": int, "float": float, "str": str, "bool": lambda t: t.lower() == "true"}[kind](text)
+        if kind == "bool" and text.lower() not in BOOLEANS:
+            raise SystemExit(f"config field {key!r} in {spec!r} is true or false, got {text!r}")
+        overrides[key] = {"int": int, "float": float, "str": str, "bool": lambda t: BOOLEANS[t.lower()]}[kind](text)
     return method, overrides
 
 
+def timed_batch(cfg: ExperimentConfig, random: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The batch every step trains on: images (B, 3, H, W) in [0, 1], labels (B, H, W) int64, and its kind.
+
+    SynthScapes samples (B = ``cfg.batch_size``, H = W = ``cfg.image_size``), unless ``random`` or ``cfg`` reads
+    another data set (or one from disk): then seeded uniform random images and labels in [0, num_classes) at the crop
+    size (H, W) = ``cfg.crop_size()``.
+    """
+    if random or cfg.dataset != "synthscapes" or cfg.data_root:
+        generator = torch.Generator().manual_seed(0)
+        height, width = cfg.crop_size()
+        images = torch.rand(cfg.batch_size, 3, height, width, generator=generator)
+        labels = torch.randint(0, dataset_info(cfg.dataset).num_classes, (cfg.batch_size, height, width),
+                               generator=generator)
+        return images, labels, RANDOM_BATCH
+    split = build_split(cfg, "train", cfg.num_train)
+    samples = [split[i] for i in range(cfg.batch_size)]
+    return torch.stack([image for image, _ in samples]), torch.stack([label for _, label in samples]), SAMPLES_BATCH
+
+
 def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup: int, threads: int,
-            full_memory: bool = False) -> dict:
+            full_memory: bool = False, batch_size: int | None = None, random_batch: bool = False) -> dict:
+    """Time each method spec's training step (see the module docstring); ``batch_size`` overrides the preset's.
+
+    Each row's ``train_tflops`` is an estimate: the model's forward FLOPs on one image at the batch's (H, W)
+    (``contrastseg.plan.forward_flops``: convolutions and matmuls only, not the loss terms), times 3 for forward and
+    backward, times the batch size, over the median step time. ``fraction_of_bf16_peak`` divides it by the GPU's dense
+    bf16 peak; None on the CPU or a GPU missing from ``common.BF16_PEAK_TFLOPS``.
+    """
     torch.manual_seed(0)
+    fixed = {"device": device, "num_threads": threads, "pretrained": ""}
+    if batch_size is not None:
+        fixed["batch_size"] = batch_size
     runs = {}
     for spec in specs:
         method, overrides = parse_method(spec)
-        cfg = preset(preset_name, method=method, device=device, num_threads=threads, **overrides)
+        cfg = preset(preset_name, **({"method": method} | fixed | overrides))
         info = dataset_info(cfg.dataset)
         target = resolve_device(cfg.device)
         model = build_model(cfg).to(target).train()
@@ -70,17 +134,20 @@ def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup:
         optimizer = build_optimizer(cfg, [*model.parameters(), *objective.parameters()])
         teacher = EmaTeacher(model, cfg.ema_momentum) if objective.semi_supervised else None
         runs[spec] = {"cfg": cfg, "model": model, "objective": objective, "optimizer": optimizer, "times": [],
-                      "peak_mb": 0.0, "teacher": teacher}
+                      "peak_mb": 0.0, "teacher": teacher,
+                      "forward": training_forward(model, cfg.channels_last, cfg.compile)}
     if threads:
         torch.set_num_threads(threads)
     first = next(iter(runs.values()))["cfg"]
-    samples = [build_split(first, "train", first.num_train)[i] for i in range(first.batch_size)]
     target = resolve_device(first.device)
-    images = torch.stack([image for image, _ in samples]).to(target)
-    labels = torch.stack([label for _, label in samples]).to(target)
+    images, labels, batch_kind = timed_batch(first, random_batch)
+    labels = labels.to(target)
+    for run in runs.values():
+        run["images"] = images.to(target, memory_format=memory_format(run["cfg"].channels_last))
 
     for round_index in range(warmup + steps):
         for run in runs.values():
+            configure_kernels(run["cfg"].speed)
             if target.type == "cuda":
                 torch.cuda.synchronize(target)
                 resident = torch.cuda.memory_allocated(target)
@@ -90,9 +157,10 @@ def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup:
             if run["teacher"] is not None:  # semi-supervised: the same images stand in for the unlabeled batch
                 boxes = CutMix.draw(len(images), *images.shape[-2:], run["cfg"].cutmix_probability, 0, round_index,
                                     target)
-                views = UnlabeledViews(images, images, boxes)
-            training_step(run["model"], run["objective"], run["optimizer"], images, labels, step=round_index,
-                          lr=run["cfg"].lr, amp=run["cfg"].amp, unlabeled=views, teacher=run["teacher"])
+                views = UnlabeledViews(run["images"], run["images"], boxes)
+            training_step(run["model"], run["objective"], run["optimizer"], run["images"], labels, step=round_index,
+                          lr=run["cfg"].lr, amp=run["cfg"].amp, unlabeled=views, teacher=run["teacher"],
+                          forward=run["forward"])
             seconds = time.perf_counter() - began
             if round_index >= warmup:
                 run["times"].append(seconds)
@@ -100,50 +168,67 @@ def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup:
                     peak = (torch.cuda.max_memory_allocated(target) - resident) / 2**20
                     run["peak_mb"] = max(run["peak_mb"], peak)
 
+    name = device_name(target)
+    peak_tflops = bf16_peak_tflops(name) if target.type == "cuda" else None
+    images_per_batch, (height, width) = len(images), images.shape[-2:]
     baseline = statistics.median(next(iter(runs.values()))["times"])
     rows = []
     for spec, run in runs.items():
         median = statistics.median(run["times"])
+        train_tflops = 3 * forward_flops(run["cfg"], height, width) * images_per_batch / median / 1e12
         rows.append({"method": spec, "median_ms": 1000 * median, "ratio_to_first": median / baseline,
                      "overhead_percent": 100 * (median / baseline - 1),
+                     "images_per_second": images_per_batch / median, "train_tflops": train_tflops,
+                     "fraction_of_bf16_peak": train_tflops / peak_tflops if peak_tflops else None,
                      "step_peak_mb": run["peak_mb"] if target.type == "cuda" else None,
                      "times_ms": [1000 * t for t in run["times"]]})
     return {
-        "preset": preset_name, "device": device_name(target), "threads": torch.get_num_threads(),
+        "preset": preset_name, "device": name, "bf16_peak_tflops": peak_tflops, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "steps": steps, "warmup": warmup,
-        "batch_size": first.batch_size, "image_size": first.image_size, "backbone": first.backbone,
-        "head": first.head, "full_memory": full_memory, "command": " ".join(["python", *sys.argv]), "rows": rows,
+        "batch_size": images_per_batch, "batch": batch_kind, "crop": [height, width], "image_size": first.image_size,
+        "backbone": first.backbone, "head": first.head, "full_memory": full_memory,
+        "command": " ".join(["python", *sys.argv]), "rows": rows,
     }
 
 
 def print_table(result: dict) -> None:
-    print(f"{result['preset']} preset, {result['backbone']} + {result['head']}, {result['image_size']} px, "
-          f"batch {result['batch_size']}, {result['device']}, torch {result['torch']}, "
+    height, width = result["crop"]
+    print(f"{result['preset']} preset, {result['backbone']} + {result['head']}, {height}x{width} px "
+          f"({result['batch']}), batch {result['batch_size']}, {result['device']}, torch {result['torch']}, "
           f"median of {result['steps']} steps, memory {'full' if result['full_memory'] else 'filling from empty'}")
-    print(f"{'method':45s} {'ms/step':>10s} {'ratio':>7s} {'overhead':>9s} {'peak MB':>8s}")
+    print(f"{'method':45s} {'ms/step':>10s} {'ratio':>7s} {'overhead':>9s} {'img/s':>8s} {'TFLOP/s':>8s} "
+          f"{'% peak':>7s} {'peak MB':>8s}")
     for row in result["rows"]:
-        peak = "-" if row["step_peak_mb"] is None else f"{row['step_peak_mb']:.0f}"
+        memory = "-" if row["step_peak_mb"] is None else f"{row['step_peak_mb']:.0f}"
+        share = "-" if row["fraction_of_bf16_peak"] is None else f"{100 * row['fraction_of_bf16_peak']:.1f}"
         print(f"{row['method']:45s} {row['median_ms']:10.1f} {row['ratio_to_first']:7.3f} "
-              f"{row['overhead_percent']:8.1f}% {peak:>8s}")
+              f"{row['overhead_percent']:8.1f}% {row['images_per_second']:8.2f} {row['train_tflops']:8.2f} "
+              f"{share:>7s} {memory:>8s}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="demo", choices=["smoke", "demo"])
+    parser.add_argument("--preset", default="demo", type=checked_preset,
+                        help='"smoke", "demo" or "paper:<setting>" (contrastseg.paper_settings.SETTINGS)')
     parser.add_argument("--methods", nargs="+", default=["ce", "pixel_contrast", "pixel_contrast:memory=both"])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per method")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (0 = torch's default)")
+    parser.add_argument("--batch-size", type=int, help="images per step (default: the preset's)")
+    parser.add_argument("--random-batch", action="store_true",
+                        help="random tensors at the crop size even where SynthScapes samples could be generated")
     parser.add_argument("--full-memory", action="store_true",
                         help="fill every memory queue first (random unit rows), as late in training")
-    parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/step_time_<preset>_<dev>.json)")
+    parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/step_time_<preset>_<dev>.json, "
+                                                 "':' and '/' of the preset as '_')")
     args = parser.parse_args(argv)
     result = measure(args.preset, args.methods, args.device, args.steps, args.warmup, args.threads,
-                     args.full_memory)
+                     args.full_memory, args.batch_size, args.random_batch)
     print_table(result)
     device_tag = "cuda" if resolve_device(args.device).type == "cuda" else "cpu"
-    out = args.out or Path(__file__).parent / "results" / f"step_time_{args.preset}_{device_tag}.json"
+    preset_tag = args.preset.replace(":", "_").replace("/", "_")
+    out = args.out or Path(__file__).parent / "results" / f"step_time_{preset_tag}_{device_tag}.json"
     write_result(result, out)
     return 0
 

@@ -17,18 +17,69 @@ def load(name: str):
     return module
 
 
-def test_step_time_compares_methods_side_by_side(tmp_path):
-    out = tmp_path / "step_time.json"
+def run_step_time(args: list[str], out: Path) -> dict:
+    """Run benchmarks/step_time.py on one CPU thread with ``args`` (torch's count restored after); its JSON."""
     threads = torch.get_num_threads()
     try:
-        load("step_time").main(["--preset", "smoke", "--device", "cpu", "--steps", "2", "--warmup", "0",
-                                "--methods", "ce", "contextrast", "contextrast:bane=off", "--out", str(out)])
+        load("step_time").main([*args, "--device", "cpu", "--threads", "1", "--warmup", "0", "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_step_time_compares_methods_side_by_side(tmp_path):
+    result = run_step_time(["--preset", "smoke", "--steps", "2", "--methods", "ce", "contextrast",
+                            "contextrast:bane=off"], tmp_path / "step_time.json")
     assert [row["method"] for row in result["rows"]] == ["ce", "contextrast", "contextrast:bane=off"]
     assert result["rows"][0]["ratio_to_first"] == 1.0
     assert all(len(row["times_ms"]) == 2 and row["median_ms"] > 0 for row in result["rows"])
+    assert result["batch"] == "synthscapes samples" and result["crop"] == [64, 64] and result["batch_size"] == 8
+    for row in result["rows"]:
+        assert row["images_per_second"] == pytest.approx(8 / (row["median_ms"] / 1000), rel=1e-9)
+        assert row["train_tflops"] > 0
+        assert row["fraction_of_bf16_peak"] is None  # the CPU has no bf16 tensor-core peak
+    step_flops = [row["train_tflops"] * row["median_ms"] for row in result["rows"]]  # each method's own model's
+    assert step_flops[0] < step_flops[1] and step_flops[1] == pytest.approx(step_flops[2], rel=1e-9)
+
+
+def test_step_time_runs_a_paper_setting_on_a_random_batch_at_its_crop(tmp_path):
+    from contrastseg.config import preset
+    from contrastseg.plan import forward_flops
+
+    setting, tiny = "paper:pixel_contrast/cityscapes/hrnet_w48", "backbone=tiny,head=fcn,image_size=64,crop_width=96"
+    result = run_step_time(["--preset", setting, "--batch-size", "2", "--steps", "1", "--methods", f"ce:{tiny}"],
+                           tmp_path / "paper.json")
+    assert result["batch"] == "random tensors at the crop size"  # Cityscapes is not on disk here
+    assert result["crop"] == [64, 96] and result["batch_size"] == 2 and result["backbone"] == "tiny"
+    (row,) = result["rows"]
+    seconds = row["median_ms"] / 1000
+    assert row["images_per_second"] == pytest.approx(2 / seconds, rel=1e-9)
+    cfg = preset(setting, method="ce", backbone="tiny", head="fcn", image_size=64, crop_width=96, pretrained="")
+    assert row["train_tflops"] == pytest.approx(3 * forward_flops(cfg, 64, 96) * 2 / seconds / 1e12, rel=1e-9)
+
+
+def test_step_time_rejects_unknown_presets_and_booleans(capsys):
+    step_time = load("step_time")
+    with pytest.raises(SystemExit):
+        step_time.main(["--preset", "papers", "--device", "cpu"])
+    message = capsys.readouterr().err
+    assert "demo, smoke" in message and "paper:<setting>" in message and "contextrast/cityscapes/hrnet_w48" in message
+    with pytest.raises(SystemExit):
+        step_time.main(["--preset", "paper:pixel_contrast/cityscapes/nope", "--device", "cpu"])
+    assert "unknown paper setting" in capsys.readouterr().err
+    assert step_time.parse_method("ce:channels_last=TRUE,compile=False") == ("ce", {"channels_last": True,
+                                                                                    "compile": False})
+    with pytest.raises(SystemExit, match="true or false"):
+        step_time.parse_method("ce:channels_last=yes")
+
+
+def test_bf16_peaks_take_the_longest_matching_gpu_name():
+    peak = load("common").bf16_peak_tflops
+    assert peak("NVIDIA H100 80GB HBM3") == 989 and peak("NVIDIA H100 PCIe") == 756
+    assert peak("NVIDIA H100 NVL") == 835 and peak("NVIDIA H200") == 989 and peak("NVIDIA H200 NVL") == 835
+    assert peak("NVIDIA A100-SXM4-80GB") == 312 and peak("NVIDIA L40S") == 362
+    assert peak("NVIDIA GeForce RTX 4090") == 165
+    assert peak("cpu") is None and peak("NVIDIA L40") is None and peak("NVIDIA Tesla T4") is None
 
 
 def test_bane_benchmark_times_the_distance_transform_within_bane(tmp_path):

@@ -104,3 +104,19 @@ def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
     train(smoke(**TINY), tmp_path, progress=False, interrupt_at=4)
     with pytest.raises(ValueError, match="belongs to config"):
         train(smoke(**TINY, seed=1), tmp_path, progress=False)
+
+
+def test_channels_last_and_compiled_training_compute_the_same_run(tmp_path, monkeypatch):
+    from contrastseg.engine import speed
+
+    monkeypatch.setattr(speed, "COMPILE_BACKEND", "eager")  # inductor needs a C++ compiler; the wiring is the same
+    cfg = smoke(**TINY | dict(steps=3))
+    plain = train(cfg, tmp_path / "plain", progress=False)
+    faster = train(cfg.replace(channels_last=True, compile=True, speed="fast"), tmp_path / "fast", progress=False)
+    plain_losses = [r["loss"] for r in read_log(tmp_path / "plain")]
+    assert [r["loss"] for r in read_log(tmp_path / "fast")] == pytest.approx(plain_losses, rel=1e-3)
+    assert faster["val"]["miou"] == pytest.approx(plain["val"]["miou"], abs=1e-3)
+    weights = final_weights(tmp_path / "fast")
+    assert set(weights) == set(final_weights(tmp_path / "plain"))  # no "_orig_mod." prefixes from torch.compile
+    speed.configure_kernels("deterministic")
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark

@@ -69,7 +69,8 @@ def test_split_list_errors_name_the_file_and_the_ids(tmp_path):
 
 def test_image_ids_of_synthscapes_match_the_files_on_disk(tmp_path):
     from contrastseg.data import SegmentationFolder
-    load_data_script("make_synthetic").main(["--root", str(tmp_path), "--image-size", "64", "--splits", "train", "--num-train", "5"])
+    load_data_script("make_synthetic").main(["--root", str(tmp_path), "--image-size", "64", "--splits", "train",
+                                             "--num-train", "5"])
     on_disk = SegmentationFolder(tmp_path, "train", 9)
     assert image_ids(on_disk) == image_ids(build_dataset("synthscapes", "train", length=5))
     assert image_ids(build_dataset("synthscapes", "train", root=str(tmp_path), length=3)) == on_disk.image_ids[:3]

@@ -642,7 +642,8 @@ def test_module_shells_equal_their_functions():
     generator = torch.Generator().manual_seed(7)
     class_logits = torch.randn(2, 5, 4, generator=generator)
     targets = torch.randint(0, 4, (2, 5), generator=generator)
-    assert torch.equal(RegionClassConsistencyLoss(0.3)(class_logits, targets), set_class_loss(class_logits, targets, 0.3))
+    assert torch.equal(RegionClassConsistencyLoss(0.3)(class_logits, targets),
+                       set_class_loss(class_logits, targets, 0.3))
     logits, masks = torch.randn(4, 30, generator=generator), (torch.rand(4, 30, generator=generator) > 0.5).float()
     image_index = torch.tensor([0, 0, 1, 1])
     assert torch.equal(RegionMaskContrastLoss(0.2)(logits, masks, image_index),

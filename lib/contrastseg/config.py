@@ -25,14 +25,16 @@ MEMORY_SAMPLINGS = ("all", "random", "hardest", "semi_hard")
 BANE_MODES = ("off", "union", "replace")
 OPTIMIZERS = ("sgd", "adamw")
 REGION_LOSSES = ("rcc", "smc", "rmc", "rfc")
+SPEEDS = ("deterministic", "fast")
 
 # Fields that do not change what a run computes (beyond the last float bits), so they stay out of the hash:
 # a run trained with 4 loader workers is the same run as one trained with none.
-BOOKKEEPING_FIELDS = frozenset({"device", "num_threads", "num_workers", "checkpoint_every"})
+BOOKKEEPING_FIELDS = frozenset({"device", "num_threads", "num_workers", "checkpoint_every", "speed",
+                                "channels_last", "compile"})
 
 # Fields added after runs were stored: left out of the hash while at their default, so older runs keep their hashes.
 LATER_FIELDS = frozenset({"train_split", "crop_width", "base_size", "scale_min", "scale_max", "aux_weight",
-                          "eval_scales", "eval_flip", "eval_window"})
+                          "eval_scales", "eval_flip", "eval_window", "num_devices", "sync_bn"})
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,14 @@ class ExperimentConfig:
     Run:
         seed: seeds the model, the data order and the augmentation.
         device: "auto" (CUDA when present), "cpu" or "cuda".
+        num_devices: data-parallel processes (``contrastseg.engine.distributed``): the run store starts the run
+            under ``torchrun --nproc-per-node num_devices`` (GPUs, or CPU processes with gloo). ``batch_size`` stays
+            the global batch; the contrastive anchor budgets are per process.
+        sync_bn: with several processes, BatchNorm statistics over the global batch (off: each process's share).
+        speed: "deterministic" (deterministic kernels, no cuDNN autotuning; CI and CPU runs) or "fast" (cuDNN
+            autotuning, TF32 matmuls on GPUs).
+        channels_last: NHWC memory layout for the model and the images (faster convolutions with bf16 on GPUs).
+        compile: ``torch.compile`` the model for training (the first steps compile; a GPU feature).
         num_threads: CPU threads for torch; pinned so that CPU runs are bit-reproducible (0 = torch's default).
         num_workers: data loader worker processes.
         checkpoint_every: steps between checkpoints.
@@ -191,6 +201,11 @@ class ExperimentConfig:
 
     seed: int = 0
     device: str = "auto"
+    num_devices: int = 1
+    sync_bn: bool = True
+    speed: str = "deterministic"
+    channels_last: bool = False
+    compile: bool = False
     num_threads: int = 2
     num_workers: int = 0
     checkpoint_every: int = 100
@@ -332,6 +347,7 @@ def _check_names(cfg: ExperimentConfig) -> None:
     lookup(dict.fromkeys(MEMORY_SAMPLINGS), cfg.memory_sampling, "memory sampling")
     lookup(dict.fromkeys(BANE_MODES), cfg.bane, "bane mode")
     lookup(dict.fromkeys(OPTIMIZERS), cfg.optimizer, "optimizer")
+    lookup(dict.fromkeys(SPEEDS), cfg.speed, "speed")
     if OBJECTIVES[cfg.method].mask_classification != (cfg.head in MASK_CLASSIFICATION_HEADS):
         raise ValueError(f"method {cfg.method!r} does not work with head {cfg.head!r}: the methods "
                          f"{sorted(m for m, o in OBJECTIVES.items() if o.mask_classification)} need a "
@@ -365,6 +381,8 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("poly_power", cfg.poly_power >= 0, ">= 0"),
         ("num_threads", cfg.num_threads >= 0, ">= 0 (0 = torch's default)"),
         ("num_workers", cfg.num_workers >= 0, ">= 0"),
+        ("num_devices", cfg.num_devices >= 1, ">= 1"),
+        ("batch_size", cfg.batch_size % cfg.num_devices == 0, f"a multiple of num_devices ({cfg.num_devices})"),
         ("checkpoint_every", cfg.checkpoint_every >= 1, ">= 1"),
         ("boundary_width", cfg.boundary_width >= 1, ">= 1"),
         ("crop_width", cfg.crop_width == 0 or 32 <= cfg.crop_width <= 4096, "0 (square) or between 32 and 4096"),

@@ -229,6 +229,10 @@ class SegmentationMetrics:
         for name, count in counts.items():
             self.contour_counts[name] += count.cpu()
 
+    def counts(self) -> list[torch.Tensor]:
+        """Every accumulated count tensor (to sum them over data-parallel processes in place)."""
+        return [self.confusion, self.boundary_intersection, self.boundary_union, *self.contour_counts.values()]
+
     def compute(self) -> dict:
         """The metrics over everything added so far, as a dict.
 

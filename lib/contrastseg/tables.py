@@ -21,7 +21,8 @@ METRICS = ("miou", "pixel_accuracy", "boundary_iou", "boundary_f")
 
 def train_rows(rows: dict[str, dict], preset: str, seeds: list[int], *, steps: int = 0,
                progress: bool = True) -> pd.DataFrame:
-    """Train every (row, seed) and collect its val metrics.
+    """Train every (row, seed) and collect its val metrics; side by side on several GPUs when there are
+    (``runs.get_or_train_many``).
 
     Args:
         rows: row name -> ExperimentConfig overrides (on top of the preset).
@@ -33,16 +34,15 @@ def train_rows(rows: dict[str, dict], preset: str, seeds: list[int], *, steps: i
         One record per (row, seed): row, seed, the ``METRICS`` (NaN where a run predates a metric),
         seconds_per_step, config.
     """
+    keys = [(name, seed) for name in rows for seed in seeds]
+    configs = [preset_config(preset, **(rows[name] | {"seed": seed} | ({"steps": steps} if steps else {})))
+               for name, seed in keys]
     records = []
-    for name, overrides in rows.items():
-        for seed in seeds:
-            changes = overrides | {"seed": seed} | ({"steps": steps} if steps else {})
-            cfg = preset_config(preset, **changes)
-            result = runs.get_or_train(cfg, progress=progress)
-            val = result.metrics["val"]
-            records.append({"row": name, "seed": seed, **{m: val.get(m, float("nan")) for m in METRICS},
-                            "seconds_per_step": result.metrics["train_seconds"] / cfg.steps,
-                            "config": cfg.hash()})
+    for (name, seed), result in zip(keys, runs.get_or_train_many(configs, progress=progress)):
+        val = result.metrics["val"]
+        records.append({"row": name, "seed": seed, **{m: val.get(m, float("nan")) for m in METRICS},
+                        "seconds_per_step": result.metrics["train_seconds"] / result.config.steps,
+                        "config": result.config.hash()})
     return pd.DataFrame.from_records(records)
 
 

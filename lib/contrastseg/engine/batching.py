@@ -16,12 +16,20 @@ from contrastseg.seeds import sample_seed
 class StepBatchSampler(Sampler):
     """Batches for steps ``start_step .. total_steps - 1``: a fresh permutation per epoch, incomplete batches dropped.
 
-    Each batch is a list of ``(epoch, index)`` pairs, for ``SeededAugmentation``.
+    Each batch is a list of ``(epoch, index)`` pairs, for ``SeededAugmentation``. Under data parallelism
+    (``world_size`` > 1) the process of rank r gets the r-th contiguous share of each global batch of
+    ``batch_size``, so the processes together see the single-process run's images.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, total_steps: int, seed: int, start_step: int = 0):
+    def __init__(self, num_samples: int, batch_size: int, total_steps: int, seed: int, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1):
         if num_samples < batch_size:
             raise ValueError(f"the training set has {num_samples} images, fewer than one batch of {batch_size}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} does not split evenly over {world_size} processes; "
+                             f"make it a multiple of the number of devices")
+        self.share = batch_size // world_size
+        self.first = rank * self.share
         self.num_samples, self.batch_size = num_samples, batch_size
         self.total_steps, self.seed, self.start_step = total_steps, seed, start_step
         self.batches_per_epoch = num_samples // batch_size
@@ -36,7 +44,8 @@ class StepBatchSampler(Sampler):
             epoch, position = divmod(step, self.batches_per_epoch)
             if epoch != order_epoch:
                 order_epoch, order = epoch, self.epoch_order(epoch)
-            batch = order[position * self.batch_size:(position + 1) * self.batch_size]
+            start = position * self.batch_size + self.first
+            batch = order[start:start + self.share]
             yield [(epoch, int(index)) for index in batch]
 
     def __len__(self) -> int:

@@ -34,4 +34,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:
-        raise RuntimeError(f"checkpoint {path} could not be read ({error}); delete it to start the run afresh") from error
+        raise RuntimeError(f"checkpoint {path} could not be read ({error}); "
+                           f"delete it to start the run afresh") from error

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from contrastseg.engine.distributed import Distributed
 from contrastseg.metrics import SegmentationMetrics
 
 
@@ -104,13 +105,15 @@ def window_starts(length: int, window: int) -> list[int]:
 def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, batch_size: int = 8,
              device: str | torch.device = "cpu", boundary_width: int = 2, ignore_index: int = 255,
              amp: bool = True, progress: bool = True, fscore_widths: tuple[int, ...] = (),
-             scales: tuple[float, ...] = (1.0,), flip: bool = False, window: tuple[int, int] | None = None) -> dict:
+             scales: tuple[float, ...] = (1.0,), flip: bool = False, window: tuple[int, int] | None = None,
+             world: Distributed = Distributed()) -> dict:
     """Evaluate ``model`` on every image of ``dataset`` at its own size.
 
     Single scale without flip by default; ``scales``, ``flip`` and ``window`` turn on the papers' test-time
     protocol (see ``predict``). Images of different sizes (real data sets) are predicted one at a time.
     ``boundary_width`` is the band of boundary IoU and the tolerance of the boundary F-score; ``fscore_widths`` adds
-    further tolerances (see ``SegmentationMetrics``).
+    further tolerances (see ``SegmentationMetrics``). Under data parallelism each process passes its share of the
+    images and ``world``; the counts are summed over processes, so every process returns the metrics of the whole.
 
     Returns:
         ``SegmentationMetrics.compute()``: miou, pixel_accuracy, per_class_iou, boundary_iou, per_class_boundary_iou,
@@ -128,4 +131,5 @@ def evaluate(model: nn.Module, dataset: Dataset, num_classes: int, *, batch_size
             labels = torch.stack([label for _, label in group]).to(device)
             metrics.update(predict(model, images, amp, scales, flip, window), labels)
     model.train(was_training)
+    world.sum_tensors(metrics.counts())
     return metrics.compute()

@@ -24,8 +24,10 @@ from contrastseg.paths import resolve_data_root
 from contrastseg.data.transforms import WeakStrongViews, strong_photometric, train_transform
 from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
 from contrastseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from contrastseg.engine.distributed import Distributed, convert_sync_batchnorm
 from contrastseg.engine.evaluate import autocast_for, evaluate
 from contrastseg.engine.semi import CutMix, EmaTeacher
+from contrastseg.engine.speed import configure_kernels, memory_format, training_forward
 from contrastseg.models import build_segmentor
 from contrastseg.objectives import OBJECTIVES, build_objective, weighted_total
 from contrastseg.registry import lookup
@@ -90,13 +92,15 @@ def build_optimizer(cfg: ExperimentConfig, parameters) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def unlabeled_batches(cfg: ExperimentConfig, unlabeled: Subset, start_step: int, pin_memory: bool):
-    """An iterator of (weak, strong) batches of unlabeled images for steps ``start_step ..``, seeded like the rest."""
+def unlabeled_batches(cfg: ExperimentConfig, unlabeled: Subset, start_step: int, pin_memory: bool,
+                      world: Distributed = Distributed()):
+    """An iterator of (weak, strong) batches of unlabeled images for steps ``start_step ..``, seeded like the rest
+    (this process's share of each under data parallelism)."""
     batch_size = cfg.unlabeled_batch_size or cfg.batch_size
     seed = cfg.seed + 7919  # the unlabeled stream must not repeat the labeled one's order and augmentation
     views = SeededAugmentation(unlabeled, WeakStrongViews(augmentation(cfg), strong_photometric()),
                                seed)
-    sampler = StepBatchSampler(len(views), batch_size, cfg.steps, seed, start_step)
+    sampler = StepBatchSampler(len(views), batch_size, cfg.steps, seed, start_step, world.rank, world.world_size)
     return iter(DataLoader(views, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin_memory,
                            generator=torch.Generator().manual_seed(seed)))
 
@@ -105,10 +109,13 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
           interrupt_at: int | None = None) -> dict | None:
     """Train (or resume) the run described by ``cfg`` in ``run_dir``, then evaluate it on the val split.
 
+    Under torchrun every process calls this; they train data-parallel (``contrastseg.engine.distributed``) and
+    process 0 writes the files.
+
     Args:
         cfg: the experiment.
         run_dir: folder for ``last.ckpt``, ``log.jsonl`` and ``metrics.json``.
-        progress: show tqdm bars.
+        progress: show tqdm bars (on process 0).
         interrupt_at: stop after this many steps as if the process had been killed (for tests); returns None.
 
     Returns:
@@ -119,71 +126,95 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    world, device = Distributed.from_environment(cfg.device)
+    if world.world_size != cfg.num_devices and world.active:
+        raise ValueError(f"the config asks for num_devices={cfg.num_devices}, but torchrun started "
+                         f"{world.world_size} processes")
+    progress = progress and world.is_main
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    configure_kernels(cfg.speed)
     torch.manual_seed(cfg.seed)
     info = dataset_info(cfg.dataset)
 
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
+    if world.active and cfg.sync_bn:
+        model = convert_sync_batchnorm(model, device)
+    model = model.to(device)
+    world.broadcast_parameters(model)
     objective = build_objective(cfg, info.num_classes, info.ignore_index).to(device)
     # objectives may own parameters (RC²L's region projector); the others have none
     optimizer = build_optimizer(cfg, [*model.parameters(), *objective.parameters()])
     teacher = EmaTeacher(model, cfg.ema_momentum) if objective.semi_supervised else None
+    if world.active:  # equal weights everywhere, but each process its own dropout masks
+        torch.manual_seed(cfg.seed + world.rank * 1_000_003)
     start_step, elapsed = resume(cfg, run_dir, model, objective, optimizer, teacher)
+    forward = training_forward(model, cfg.channels_last, cfg.compile)
+    layout = memory_format(cfg.channels_last)
 
     labeled_set, unlabeled_set = build_training_sets(cfg)
     train_set = SeededAugmentation(labeled_set, augmentation(cfg), cfg.seed)
-    sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, cfg.seed, start_step)
+    sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, cfg.seed, start_step, world.rank,
+                               world.world_size)
     # the loader's own generator keeps it from drawing its worker seed out of the global stream that dropout uses
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
-    log = StepLog(run_dir / LOG_NAME, keep_steps_below=start_step)
-    unlabeled = unlabeled_batches(cfg, unlabeled_set, start_step, device.type == "cuda") if teacher else None
+    log = StepLog(run_dir / LOG_NAME, keep_steps_below=start_step) if world.is_main else None
+    unlabeled = (unlabeled_batches(cfg, unlabeled_set, start_step, device.type == "cuda", world)
+                 if teacher else None)
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.method}", disable=not progress)
     step = start_step
     for images, labels in loader:
         began = time.perf_counter()
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=layout)
         labels = labels.to(device, non_blocking=True)
         lr = poly_lr(cfg.lr, step, cfg.steps, cfg.poly_power)
         views = None
         if teacher is not None:
-            weak, strong = (view.to(device, non_blocking=True) for view in next(unlabeled))
-            boxes = CutMix.draw(len(strong), *strong.shape[-2:], cfg.cutmix_probability, cfg.seed, step, device)
+            weak, strong = (view.to(device, non_blocking=True, memory_format=layout) for view in next(unlabeled))
+            boxes = CutMix.draw(len(strong), *strong.shape[-2:], cfg.cutmix_probability, cfg.seed,
+                                step * world.world_size + world.rank, device)
             views = UnlabeledViews(weak, strong, boxes)
-        values = training_step(model, objective, optimizer, images, labels, step, lr, cfg.amp, views, teacher)
+        values = training_step(model, objective, optimizer, images, labels, step, lr, cfg.amp, views, teacher,
+                               forward=forward, world=world)
         if not all(math.isfinite(v) for v in values.values()):
             raise NonFiniteLossError(non_finite_message(step, values, run_dir / CHECKPOINT_NAME))
         step += 1
         elapsed += time.perf_counter() - began
-        log.write({"step": step, "lr": lr, **values, "seconds": time.perf_counter() - began})
+        if log is not None:
+            log.write({"step": step, "lr": lr, **values, "seconds": time.perf_counter() - began})
         bar.update()
         bar.set_postfix(loss=f"{values['loss']:.3f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and world.is_main:
             save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed, teacher),
                             run_dir / CHECKPOINT_NAME)
         if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
             bar.close()
+            world.barrier()
             return None
     bar.close()
 
     val_set = build_split(cfg, "val", cfg.num_val)
+    if world.active:
+        val_set = Subset(val_set, range(world.rank, len(val_set), world.world_size))
     metrics = {
-        "val": evaluate(model, val_set, info.num_classes, batch_size=cfg.batch_size, device=device,
-                        boundary_width=cfg.boundary_width, ignore_index=info.ignore_index, amp=cfg.amp,
-                        progress=progress, scales=cfg.evaluation_scales(), flip=cfg.eval_flip,
-                        window=cfg.evaluation_window()),
+        "val": evaluate(model, val_set, info.num_classes, batch_size=max(cfg.batch_size // world.world_size, 1),
+                        device=device, boundary_width=cfg.boundary_width, ignore_index=info.ignore_index,
+                        amp=cfg.amp, progress=progress, scales=cfg.evaluation_scales(), flip=cfg.eval_flip,
+                        window=cfg.evaluation_window(), world=world),
         "steps": cfg.steps,
         "train_seconds": elapsed,
         "config_hash": cfg.hash(),
         "device": device_name(device),
+        "num_devices": world.world_size,
         "torch": torch.__version__,
         "deterministic": device.type == "cpu",
     }
-    (run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=1))
+    if world.is_main:
+        (run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=1))
+    world.barrier()
     return metrics
 
 
@@ -202,7 +233,8 @@ class UnlabeledViews:
 
 def training_step(model, objective, optimizer, images: torch.Tensor, labels: torch.Tensor, step: int, lr: float,
                   amp: bool = True, unlabeled: UnlabeledViews | None = None,
-                  teacher: EmaTeacher | None = None) -> dict[str, float]:
+                  teacher: EmaTeacher | None = None, forward=None,
+                  world: Distributed = Distributed()) -> dict[str, float]:
     """One optimisation step: forward (bf16 autocast on CUDA), named loss terms, backward, update, memory writes.
 
     With ``unlabeled`` views and a ``teacher`` (semi-supervised objectives), the student also sees the CutMix-ed
@@ -213,23 +245,31 @@ def training_step(model, objective, optimizer, images: torch.Tensor, labels: tor
     sees it in the returned values. On CUDA the step ends with a synchronisation, so the wall time around it is the
     step's time.
 
+    ``forward`` is the callable that runs the student (``speed.training_forward``: the model, or its compiled
+    form); ``model`` itself is what the teacher follows. Under data parallelism (``world``) the values are the
+    means over processes, so every process skips or takes the update alike, and the gradients are averaged over
+    processes before it.
+
     Returns:
         Every term's value by name, and "loss" (the weighted total).
     """
+    forward = model if forward is None else forward
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast_for(images.device, amp):
-        outputs = model(images)
+        outputs = forward(images)
         if unlabeled is not None:
-            outputs["unlabeled"] = model(unlabeled.cutmix.mix_with_partner(unlabeled.strong))
+            outputs["unlabeled"] = forward(unlabeled.cutmix.mix_with_partner(unlabeled.strong))
             outputs["teacher"] = teacher(unlabeled.weak)
             outputs["cutmix"] = unlabeled.cutmix
     terms = objective(outputs, labels, step)
     total = weighted_total(terms, objective.weights(step))
     values = {name: value.item() for name, value in terms.items()} | {"loss": total.item()}
+    values = world.mean_values(values, images.device)
     if all(math.isfinite(v) for v in values.values()):
         optimizer.zero_grad(set_to_none=True)
         total.backward()
+        world.average_gradients([p for group in optimizer.param_groups for p in group["params"]])
         optimizer.step()
         objective.after_step(outputs, labels)
         if teacher is not None:

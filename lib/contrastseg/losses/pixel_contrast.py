@@ -14,8 +14,9 @@ class PixelContrastLoss(nn.Module):
     Without a contrast set the anchors are contrasted with each other (in-batch, as in the paper's no-memory variant;
     an anchor is not its own positive). With one (memory rows, or any other embeddings) the anchors are contrasted
     only with it. ``memory`` rows are added to either as constants (no gradient flows into them): in-batch contrast
-    plus a memory bank is ``loss(anchors, labels, memory=rows, memory_labels=row_labels)``. See ``contrastseg.losses.functional.pixel_contrast`` for the formula, the edge cases and how the
-    anchors x contrast similarities are chunked to bound memory.
+    plus a memory bank is ``loss(anchors, labels, memory=rows, memory_labels=row_labels)``. See
+    ``contrastseg.losses.functional.pixel_contrast`` for the formula, the edge cases and how the anchors x contrast
+    similarities are chunked to bound memory.
 
     Args:
         temperature: tau in ``s = f . g / tau`` (0.1 in the paper's Cityscapes configs, 0.07 with memory).

@@ -1,0 +1,218 @@
+"""Data-parallel training under torchrun: one process per device, gradients averaged over processes every step.
+
+``python -m contrastseg.train`` started by ``torchrun --nproc-per-node N`` (or across nodes with torchrun's usual
+``--nnodes``, ``--node-rank`` and ``--rdzv-endpoint`` flags) finds ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in its
+environment; ``Distributed.from_environment`` joins the process group (NCCL on GPUs, gloo on CPUs) and picks the
+device ``cuda:LOCAL_RANK``. Without those variables it is a world of one and every method below is a no-op, so the
+engine has one code path.
+
+How the work is split (the semantics a user has to know):
+
+* ``batch_size`` is the global batch: at step s every process takes its contiguous share of the batch that a single
+  process would draw at step s, with the same per-sample augmentation, so the images seen are those of
+  the single-process run (``batching.StepBatchSampler``'s rank and world size). ``batch_size`` must divide by the
+  number of processes.
+* Gradients are averaged over processes after each backward (``average_gradients``), over every parameter the
+  optimizer holds, model and objective alike. We do this in one flattened all-reduce rather than by wrapping the
+  model in ``DistributedDataParallel``, because a semi-supervised step runs the student twice before one backward
+  (labeled and CutMix-ed unlabeled images), which DDP's reducer does not allow, and because a parameter that got no
+  gradient on one process (a head whose term had no pixels there) must be treated alike on all of them. What is lost
+  is DDP's overlap of communication with the backward pass: one all-reduce of the gradients (260 MB for HRNet-W48 in
+  float32) per step.
+* BatchNorm: ``sync_bn`` converts every BatchNorm to ``torch.nn.SyncBatchNorm`` on GPUs and to ``CpuSyncBatchNorm``
+  (below; torch's SyncBatchNorm refuses CPU tensors) on CPUs, so batch statistics are those of the global batch, as
+  in the single-process run. Without it each process normalises over its own share.
+* A loss that averages over pixels averages over each process's share, and the gradients are then averaged over
+  processes: where the shares hold different numbers of ignored pixels, a pixel weighs slightly more on the process
+  with fewer valid ones than in the single-process mean (as in mmsegmentation's DDP training).
+* Loss terms are averaged over processes for the log and for the NaN check, so every process stops at the same step.
+* Contrastive budgets are per process: ``max_samples`` anchors (pixel contrast) and ``level_max_pixels`` (Contextrast)
+  are drawn from each process's share of the batch, as in the reference code, so N processes contrast N times as
+  many anchors per step as one; anchors meet the contrast rows of their own process only. Memory banks are written
+  with every process's rows, gathered in rank order, so all processes hold the same memory
+  (``contrastseg.memory.gather_rows_from_all_ranks``).
+* Evaluation is sharded (image i on process i mod N) and the metric counts are summed over processes.
+* Process 0 writes the log, the checkpoints and the metrics; every process reads the checkpoint on resume.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import nn
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+PLAIN_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place among the data-parallel processes; a world of one outside torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls, device_name: str = "auto", timeout_minutes: float = 60) -> tuple["Distributed",
+                                                                                               torch.device]:
+        """Join the process group that torchrun set up, if any, and return (context, this process's device).
+
+        Args:
+            device_name: the config's device ("auto", "cpu" or "cuda"); "auto" takes a GPU when there is one.
+            timeout_minutes: how long a collective may wait (the evaluation of a large val set included).
+        """
+        from contrastseg.engine.train import resolve_device
+
+        device = resolve_device(device_name)
+        if not all(name in os.environ for name in TORCHRUN_VARIABLES) or int(os.environ["WORLD_SIZE"]) == 1:
+            return cls(), device
+        context = cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+        if device.type == "cuda":
+            if context.local_rank >= torch.cuda.device_count():
+                raise RuntimeError(f"process {context.rank} has local rank {context.local_rank}, but this machine has "
+                                   f"{torch.cuda.device_count()} GPU(s); start at most that many processes per node")
+            device = torch.device("cuda", context.local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(minutes=timeout_minutes))
+        return context, device
+
+    def mean_values(self, values: dict[str, float], device: torch.device) -> dict[str, float]:
+        """Each named value averaged over processes (the same keys, in the same order, on every process)."""
+        if not self.active:
+            return values
+        stacked = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+        dist.all_reduce(stacked)
+        return dict(zip(values, (stacked / self.world_size).tolist()))
+
+    def average_gradients(self, parameters: list[nn.Parameter]) -> None:
+        """Replace every gradient by its mean over processes, in one flattened all-reduce.
+
+        A parameter without a gradient on some process counts as a zero gradient there; it ends with a gradient on
+        every process if it had one on any (so the optimizer treats it alike everywhere) and keeps None otherwise.
+        """
+        if not self.active or not parameters:
+            return
+        reference = parameters[0]
+        has_gradient = torch.tensor([p.grad is not None for p in parameters], dtype=torch.float32,
+                                    device=reference.device)
+        dist.all_reduce(has_gradient)
+        taking_part = [p for p, count in zip(parameters, has_gradient.tolist()) if count > 0]
+        if not taking_part:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+                          for p in taking_part])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for parameter in taking_part:
+            size = parameter.numel()
+            parameter.grad = flat[offset:offset + size].view_as(parameter).to(parameter.dtype).clone()
+            offset += size
+
+    def broadcast_parameters(self, module: nn.Module) -> None:
+        """Copy process 0's parameters and buffers to every process (the seeds make them equal already; this
+        guarantees it, whatever a backbone's initialisation draws)."""
+        if not self.active:
+            return
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+    def sum_tensors(self, tensors: list[torch.Tensor]) -> None:
+        """Sum each tensor over processes, in place (on CPU tensors, through the process's device for NCCL)."""
+        if not self.active:
+            return
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        for tensor in tensors:
+            moved = tensor.to(device) if device is not None else tensor
+            dist.all_reduce(moved)
+            if moved is not tensor:
+                tensor.copy_(moved.cpu())
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm of ``model`` as a synchronised one: torch's SyncBatchNorm on GPUs, ``CpuSyncBatchNorm``
+    on CPUs. Parameter and buffer names stay those of the BatchNorm, so checkpoints load either way."""
+    if device.type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            if type(child) not in PLAIN_BATCHNORMS:
+                raise TypeError(f"{name} is a {type(child).__name__}, a BatchNorm subclass whose extra behaviour a "
+                                f"CpuSyncBatchNorm would drop; use sync_bn=False or plain BatchNorm layers")
+            setattr(model, name, CpuSyncBatchNorm.from_batchnorm(child))
+        else:
+            convert_sync_batchnorm(child, device)
+    return model
+
+
+class CpuSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are those of the batch over all processes, on CPUs (gloo).
+
+    Two differentiable all-reduces per layer (``torch.distributed.nn.functional.all_reduce``): the per-channel sum and
+    count, then the per-channel sum of squared deviations from the global mean, so the statistics are the
+    two-pass ones and gradients flow through both. In eval mode, or in a world of one, it is plain BatchNorm.
+
+    Shape:
+        input: (B, C, ...) -> the same.
+    """
+
+    @classmethod
+    def from_batchnorm(cls, batchnorm: nn.modules.batchnorm._BatchNorm) -> "CpuSyncBatchNorm":
+        converted = cls(batchnorm.num_features, batchnorm.eps, batchnorm.momentum, batchnorm.affine,
+                        batchnorm.track_running_stats)
+        converted.load_state_dict(batchnorm.state_dict())
+        converted.train(batchnorm.training)
+        return converted
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        if self.momentum is None:
+            raise NotImplementedError("CpuSyncBatchNorm needs a momentum (cumulative averaging is not supported)")
+        reduce_dims = [0, *range(2, input.dim())]
+        shape = [1, -1, *[1] * (input.dim() - 2)]
+        local_count = input.numel() // input.shape[1]
+        sums = torch.cat([input.sum(reduce_dims), input.new_full((1,), float(local_count))])
+        sums = dist_nn.all_reduce(sums)
+        count = sums[-1]
+        mean = sums[:-1] / count
+        centred = input - mean.view(shape)
+        variance = dist_nn.all_reduce(centred.pow(2).sum(reduce_dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                unbiased = variance * count / (count - 1).clamp(min=1)
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(unbiased.detach(), self.momentum)
+        normalised = centred * torch.rsqrt(variance + self.eps).view(shape)
+        if self.affine:
+            normalised = normalised * self.weight.view(shape) + self.bias.view(shape)
+        return normalised

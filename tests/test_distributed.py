@@ -1,0 +1,206 @@
+"""Data parallelism on the CPU with gloo: synchronised BatchNorm, gradient averaging, batch shards, two-process
+training against one process, the torchrun launch from the run store, grid dispatch, the config-file CLI."""
+
+import json
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from contrastseg import runs
+from contrastseg.config import smoke
+from contrastseg.engine.batching import StepBatchSampler
+from contrastseg.engine.checkpoint import load_checkpoint
+from contrastseg.engine.distributed import CpuSyncBatchNorm, Distributed, convert_sync_batchnorm
+from contrastseg.engine.train import read_log
+from contrastseg.train import read_config
+
+WORLD = 2
+TINY = dict(steps=4, checkpoint_every=2, num_train=16, num_val=8, batch_size=4, image_size=64, num_threads=1,
+            device="cpu")
+# for one process against two: a head without dropout (each process draws its own masks) and no rescaling (whose
+# padding is ignored, and a mean over each process's valid pixels is not the mean over the whole batch's)
+WITHOUT_RANDOMNESS = TINY | dict(head="deeplabv3", scale_min=1.0, scale_max=1.0)
+
+
+def in_processes(worker, tmp_path, *args) -> None:
+    """Run ``worker(rank, *args)`` in WORLD gloo processes (the process group set up from a file store)."""
+    mp.spawn(_join_and_run, args=(worker, str(tmp_path / "store"), args), nprocs=WORLD, join=True)
+
+
+def _join_and_run(rank, worker, store, args):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+    try:
+        worker(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def _batchnorm_worker(rank, inputs, weights, out_path):
+    layer = CpuSyncBatchNorm(3)
+    layer.weight.data = torch.tensor([1.0, 2.0, 0.5])
+    layer.bias.data = torch.tensor([0.1, -0.2, 0.3])
+    share = inputs[rank * 2:(rank + 1) * 2].clone().requires_grad_()
+    output = layer(share)
+    (output * weights[rank * 2:(rank + 1) * 2]).sum().backward()
+    torch.save({"output": output.detach(), "input_grad": share.grad, "weight_grad": layer.weight.grad,
+                "bias_grad": layer.bias.grad, "running_mean": layer.running_mean,
+                "running_var": layer.running_var}, f"{out_path}.{rank}")
+
+
+def test_cpu_sync_batchnorm_equals_batchnorm_over_the_whole_batch(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(4, 3, 5, 6, generator=generator, dtype=torch.float64).float() * 3 + 1
+    weights = torch.randn(4, 3, 5, 6, generator=generator)
+    in_processes(_batchnorm_worker, tmp_path, inputs, weights, str(tmp_path / "bn"))
+
+    reference = nn.BatchNorm2d(3)
+    reference.weight.data = torch.tensor([1.0, 2.0, 0.5])
+    reference.bias.data = torch.tensor([0.1, -0.2, 0.3])
+    whole = inputs.clone().requires_grad_()
+    output = reference(whole)
+    (output * weights).sum().backward()
+    parts = [torch.load(f"{tmp_path / 'bn'}.{rank}") for rank in range(WORLD)]
+    torch.testing.assert_close(torch.cat([p["output"] for p in parts]), output.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([p["input_grad"] for p in parts]), whole.grad, atol=1e-5, rtol=1e-5)
+    # each process holds the gradient of its own share; their sum is the whole batch's
+    torch.testing.assert_close(sum(p["weight_grad"] for p in parts), reference.weight.grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(sum(p["bias_grad"] for p in parts), reference.bias.grad, atol=1e-4, rtol=1e-5)
+    for part in parts:
+        torch.testing.assert_close(part["running_mean"], reference.running_mean)
+        torch.testing.assert_close(part["running_var"], reference.running_var)
+
+
+def test_cpu_sync_batchnorm_is_plain_batchnorm_in_one_process():
+    layer, reference = CpuSyncBatchNorm(4), nn.BatchNorm2d(4)
+    inputs = torch.randn(3, 4, 5, 5)
+    torch.testing.assert_close(layer(inputs), reference(inputs))
+    converted = convert_sync_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)), torch.device("cpu"))
+    assert isinstance(converted[1], CpuSyncBatchNorm)
+    assert set(converted.state_dict()) == set(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).state_dict())
+
+
+def _gradient_worker(rank, out_path):
+    world = Distributed(rank, WORLD, rank)
+    only_first, both, neither = (nn.Parameter(torch.zeros(3)) for _ in range(3))
+    if rank == 0:
+        only_first.grad = torch.tensor([2.0, 4.0, 6.0])
+    both.grad = torch.full((3,), float(rank + 1))
+    world.average_gradients([only_first, both, neither])
+    values = world.mean_values({"loss": float(rank), "ce": 2.0 * rank}, torch.device("cpu"))
+    torch.save({"only_first": only_first.grad, "both": both.grad, "neither": neither.grad, "values": values},
+               f"{out_path}.{rank}")
+
+
+def test_gradients_and_logged_values_are_averaged_over_processes(tmp_path):
+    in_processes(_gradient_worker, tmp_path, str(tmp_path / "grad"))
+    for rank in range(WORLD):
+        part = torch.load(f"{tmp_path / 'grad'}.{rank}")
+        torch.testing.assert_close(part["only_first"], torch.tensor([1.0, 2.0, 3.0]))  # a zero on process 1
+        torch.testing.assert_close(part["both"], torch.full((3,), 1.5))
+        assert part["neither"] is None
+        assert part["values"] == {"loss": 0.5, "ce": 1.0}
+
+
+def test_the_processes_shares_make_up_the_single_process_batch():
+    whole = list(StepBatchSampler(20, 4, 9, seed=3))
+    shares = [list(StepBatchSampler(20, 4, 9, seed=3, rank=rank, world_size=2)) for rank in range(2)]
+    assert [first + second for first, second in zip(*shares)] == whole
+    with pytest.raises(ValueError, match="multiple of the number of devices"):
+        StepBatchSampler(20, 5, 9, seed=3, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="num_devices"):
+        smoke(batch_size=5, num_devices=2)
+
+
+def test_two_processes_under_torchrun_match_one_process(runs_root):
+    one = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS), progress=False)
+    two = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS, num_devices=2), progress=False)
+    assert two.metrics["num_devices"] == 2 and one.metrics.get("num_devices", 1) == 1
+    assert (two.run_dir / runs.TRAIN_LOG_NAME).exists()  # trained by the torchrun subprocess
+    one_losses = [step["loss"] for step in one.log()]
+    two_losses = [step["loss"] for step in two.log()]
+    assert len(two_losses) == TINY["steps"]
+    # the same images, the global batch's BatchNorm statistics and averaged gradients: equal up to float order and
+    # to the weighting of pixels (each process averages over its own valid pixels; SynthScapes ignores a few)
+    assert two_losses == pytest.approx(one_losses, rel=1e-3)
+    assert two.metrics["val"]["miou"] == pytest.approx(one.metrics["val"]["miou"], abs=5e-3)
+    assert two.load_model()  # the checkpoint of SyncBatchNorm layers loads into the plain model
+
+
+def test_one_update_on_two_processes_equals_the_update_on_one(runs_root):
+    one = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS | dict(steps=1)), progress=False)
+    two = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS | dict(steps=1, num_devices=2)), progress=False)
+    one_weights = load_checkpoint(one.checkpoint)["model"]
+    two_weights = load_checkpoint(two.checkpoint)["model"]
+    for name, value in one_weights.items():  # the first batch has 7 and 25 ignored pixels of 8192 per process
+        torch.testing.assert_close(two_weights[name].float(), value.float(), atol=2e-5, rtol=1e-3, msg=name)
+    assert two.metrics["val"]["miou"] == pytest.approx(one.metrics["val"]["miou"], abs=1e-3)
+
+
+def test_sync_batchnorm_refuses_batchnorm_subclasses_it_would_change():
+    class BatchNormWithActivation(nn.BatchNorm2d):
+        def forward(self, input):
+            return super().forward(input).relu()
+
+    with pytest.raises(TypeError, match="BatchNormWithActivation"):
+        convert_sync_batchnorm(nn.Sequential(BatchNormWithActivation(3)), torch.device("cpu"))
+
+
+def test_grid_dispatch_trains_runs_side_by_side_with_the_in_process_results(tmp_path, runs_root):
+    configs = [smoke(**TINY, seed=seed) for seed in (0, 1)]
+    in_process = [runs.get_or_train(cfg, root=tmp_path / "alone", progress=False) for cfg in configs]
+    side_by_side = runs.get_or_train_many([*configs, configs[0]], slots=["", ""], progress=False)
+    assert [r.config for r in side_by_side] == [*configs, configs[0]]
+    for alone, dispatched in zip(in_process, side_by_side):
+        assert (dispatched.run_dir / runs.TRAIN_LOG_NAME).exists()
+        assert [s["loss"] for s in dispatched.log()] == pytest.approx([s["loss"] for s in alone.log()], rel=1e-6)
+        assert dispatched.metrics["val"]["miou"] == pytest.approx(alone.metrics["val"]["miou"], abs=1e-6)
+
+
+def test_dispatch_slots_follow_the_environment(monkeypatch):
+    monkeypatch.setenv(runs.PARALLEL_ENV, "3")
+    expected = [str(i % torch.cuda.device_count()) for i in range(3)] if torch.cuda.is_available() else [""] * 3
+    assert runs.dispatch_slots() == expected
+    monkeypatch.delenv(runs.PARALLEL_ENV)
+    assert len(runs.dispatch_slots()) == (torch.cuda.device_count() if torch.cuda.device_count() > 1 else 0)
+
+
+def test_a_failed_subprocess_run_names_its_log(tmp_path, runs_root):
+    cfg = smoke(**TINY | dict(data_root=str(tmp_path / "nowhere"), dataset="cityscapes"))
+    with pytest.raises(RuntimeError, match="train.log"):
+        runs.launch(cfg, tmp_path / "run", visible_devices="")
+
+
+def test_config_files_in_json_and_yaml_with_preset_and_overrides(tmp_path):
+    (tmp_path / "run.yaml").write_text("preset: smoke\nmethod: pixel_contrast\nsteps: 7\n")
+    cfg = read_config(tmp_path / "run.yaml", ["seed=3"])
+    assert cfg == smoke(method="pixel_contrast", steps=7, seed=3)
+    (tmp_path / "run.json").write_text(json.dumps(cfg.to_dict()))
+    assert read_config(tmp_path / "run.json") == cfg
+    (tmp_path / "bad.yaml").write_text("stepz: 3\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*stepz"):
+        read_config(tmp_path / "bad.yaml")
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        read_config(tmp_path / "missing.json")
+
+
+def test_cli_trains_into_the_run_store(tmp_path, runs_root, capsys):
+    from contrastseg.train import main
+
+    (tmp_path / "run.json").write_text(json.dumps(smoke(**TINY).to_dict()))
+    assert main(["--config", str(tmp_path / "run.json"), "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["run_dir"] == str(runs.run_dir_for(smoke(**TINY)))
+    assert len(read_log(printed["run_dir"])) == TINY["steps"]
+    assert runs.get_or_train(smoke(**TINY), progress=False).metrics["val"]["miou"] == printed["miou"]
+
+
+def test_no_torchrun_environment_is_a_world_of_one(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    world, device = Distributed.from_environment("cpu")
+    assert (world.world_size, world.rank, world.is_main, device.type) == (1, 0, True, "cpu")
+    assert not dist.is_initialized()
