@@ -16,10 +16,12 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+import torch
 
-from contrastseg.report import write_report
+from contrastseg.report import ENVIRONMENT_PACKAGES, environment, write_report
 from contrastseg.results import load_results, read_records, results_dir_for, save_figure, save_results
 from contrastseg.suite import format_failures, load_manifest, main, parse_overrides, run_suite
+from contrastseg.tables import reported_numbers
 
 PARAMS = 'preset = "smoke"\nresults_dir = ""'
 
@@ -255,6 +257,50 @@ def test_report_tables_from_outcome_dicts(tmp_path):
     }
     page = write_report(tmp_path, [outcome], title="T").read_text()
     assert "<th>pixel_contrast</th>" in page and "<th>biou</th>" in page and "0.612" in page
+
+
+def test_report_puts_the_papers_numbers_beside_ours(tmp_path):
+    """By the notebook's path (notebooks/<paper>/table_<table>.ipynb), or from the ``reported`` key of its results."""
+    save_results(tmp_path / "objectives", {"table": [{"row": "CE", "miou_mean": 0.273, "miou_std": 0.01}]})
+    own = {"row": "ours", "setting": "Table 1 of a paper", "metric": "mIoU", "value": 50.0, "source": "the paper",
+           "label": "A", "verified": True}
+    save_results(tmp_path / "methods", {"table": [{"row": "ours", "miou_mean": 0.5, "miou_std": 0.0}],
+                                        "reported": [own]})
+    outcomes = [{"notebook": "notebooks/pixel_contrast/table_objectives.ipynb", "title": "Objectives", "status": "ok",
+                 "results_dir": str(tmp_path / "objectives")},
+                {"notebook": "notebooks/compare/methods.ipynb", "title": "Methods", "status": "ok",
+                 "results_dir": str(tmp_path / "methods")},
+                {"notebook": "notebooks/00_quickstart.ipynb", "title": "Quickstart", "status": "ok"}]
+    page = write_report(tmp_path, outcomes, title="T").read_text()
+    section = page[page.index('<h2 id="reported">'):page.index('<h2 id="environment">')]
+
+    expected = reported_numbers("pixel_contrast", "objectives")
+    assert len(expected) and not expected["verified"].any()
+    for value, source in zip(expected["value"], expected["source"]):
+        assert f'<td class="num">{value}</td>' in section and source in section
+    assert section.count('class="badge unverified">unverified') == len(expected)
+    assert "27.3 ± 1.0" in section and "n/a" in section  # our CE row; "+ both memories" is not in our table
+    assert 'class="badge ok">verified' in section and "50.0 ± 0.0" in section and "Table 1 of a paper" in section
+    assert page.count("Table 1 of a paper") == 1  # not repeated among the notebook's results
+    assert "Quickstart" not in section
+    assert "http" not in page  # self-contained: no external stylesheet, script or image
+
+
+def test_report_environment_lists_versions_device_commit_and_date(tmp_path):
+    env = environment()
+    installed = [name for name in ENVIRONMENT_PACKAGES if name in env]
+    assert {"torch", "numpy", "seaborn", "matplotlib", "papermill", "nbval"} <= set(installed)
+    assert env["numpy"] == np.__version__ and torch.__version__.startswith(env["torch"])  # torch adds "+cu130"
+    if torch.cuda.is_available():
+        assert f"x {torch.cuda.get_device_name(0)}" in env["device"]
+    else:
+        assert env["device"].endswith(f", {os.cpu_count()} logical CPUs")
+    assert env["git commit"] and env["date"][:4].isdigit()
+    page = write_report(tmp_path, [], title="T").read_text()
+    environment_table = page[page.index('<h2 id="environment">'):]
+    for key in ("python", *installed, "device", "git commit", "date"):
+        assert f"<th>{key}</th>" in environment_table
+    assert env["device"] in environment_table
 
 
 def test_the_real_manifest_runs_in_smoke(tmp_path):

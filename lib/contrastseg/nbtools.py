@@ -6,8 +6,9 @@ A committed notebook carries the outputs of the smoke preset, which nbval compar
     python -m contrastseg.nbtools notebooks/00_quickstart.ipynb      # or: make notebooks
 
 Each notebook runs in a fresh temporary run store, as in CI, so its outputs never depend on cached runs. Then the
-tool removes papermill's and the kernel's metadata (timings, timestamps, widget state) and stderr streams (progress
-bars), so a rerun that computes the same numbers changes nothing in git.
+tool removes papermill's and the kernel's metadata (timings, timestamps, widget state), stderr streams (progress
+bars) and widget views (a fresh model id each run, and nothing to show once the widget state is gone), so a rerun
+that computes the same numbers changes nothing in git.
 """
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ from contrastseg.paths import RUNS_ENV, environ
 
 VOLATILE_NOTEBOOK_METADATA = ("papermill", "widgets")
 VOLATILE_CELL_METADATA = ("papermill", "execution")
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 def strip_volatile(notebook) -> None:
-    """Remove timings, widget state and stderr outputs from a notebook (an nbformat node), in place."""
+    """Remove timings, widget state, widget views and stderr outputs from a notebook (an nbformat node), in place."""
     for key in VOLATILE_NOTEBOOK_METADATA:
         notebook.metadata.pop(key, None)
     for cell in notebook.cells:
         for key in VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
-            cell.outputs = [out for out in cell.outputs if not (out.output_type == "stream" and out.name == "stderr")]
+            cell.outputs = [out for out in cell.outputs if not (out.output_type == "stream" and out.name == "stderr")
+                            and WIDGET_VIEW_MIME not in out.get("data", {})]
 
 
 def refresh(path: str | os.PathLike) -> None:

@@ -1,10 +1,16 @@
-"""One self-contained HTML page for a suite batch: every notebook's status, results table and figures.
+"""One self-contained HTML page for a suite batch: every notebook's status, results table and figures, the papers'
+numbers beside ours, and the environment (package versions, device, git commit, date).
 
 The page needs no server and no other file: figures are embedded as base64 PNGs, the CSS is inline. It is written by
 `contrastseg.suite` after each batch, to ``<out_root>/<preset>/report.html``.
 
 Results tables: nested dicts are flattened to dotted names (``per_class.road``); a top-level dict of flat dicts
 (``{"pixel_contrast": {"miou": .., "biou": ..}, "ce": {...}}``) and a list of flat dicts are shown as 2-D tables.
+
+Papers' numbers: a notebook at ``notebooks/<paper>/table_<table>.ipynb`` (or ``fig_<table>.ipynb``) gets
+``contrastseg.tables.reported_numbers(paper, table)``, the numbers its own cells show; a notebook elsewhere (one
+that compares across papers) saves its records under the ``reported`` key of its results instead. Each is shown with
+its source and verification status, beside our mean +- std of the same row where its ``table`` results have one.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import html
 import json
 import os
 import platform
+import re
 import subprocess
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -39,11 +47,17 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; padding: .05rem .5rem; border-radius: .8rem; font-size: .8rem; font-weight: 600;
          color: #fff; vertical-align: middle; }
 .ok { background: #2e7d32; } .failed { background: #c62828; } .skipped { background: #607d8b; }
+.unverified { background: #ef6c00; }
 .error { color: #c62828; font-weight: 600; }
 figure { display: inline-block; margin: .3rem 1rem .8rem 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #666; font-size: .8rem; }
 """
+ENVIRONMENT_PACKAGES = ("contrastseg", "torch", "torchvision", "timm", "numpy", "openTSNE", "papermill", "nbval",
+                        "seaborn", "matplotlib", "ipywidgets")
+REPORTED_KEY = "reported"  # results key of a notebook's own reported-number records
+REPORTED_METRICS = {"mIoU": "miou"}  # a reported metric -> our summary column (``<key>_mean``, ``<key>_std``)
+TABLE_NOTEBOOK = re.compile(r"(?:table|fig)_(?P<table>.+)")
 
 
 def write_report(
@@ -62,6 +76,7 @@ def write_report(
     preset_dir = Path(preset_dir)
     preset_dir.mkdir(parents=True, exist_ok=True)
     items = [_as_dict(o) for o in outcomes]
+    loaded = [_load(item.get("results_dir")) for item in items]
 
     n_failed = sum(o.get("status") != "ok" for o in items)
     n_skipped = sum(bool(o.get("skipped")) for o in items)
@@ -77,10 +92,13 @@ def write_report(
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(summary)}</p>',
         _contents(items),
+        '<p class="meta"><a href="#reported">Papers\' numbers beside ours</a> &middot; '
+        '<a href="#environment">Environment</a></p>',
     ]
-    for i, item in enumerate(items):
-        parts.append(_section(i, item, preset_dir))
-    parts.append("<h2>Environment</h2>")
+    for i, (item, (results, error)) in enumerate(zip(items, loaded)):
+        parts.append(_section(i, item, preset_dir, results, error))
+    parts.append(_reported_section(items, [results for results, _ in loaded]))
+    parts.append('<h2 id="environment">Environment</h2>')
     parts.append(_kv_table(environment()))
     parts.append("</body></html>")
 
@@ -90,14 +108,16 @@ def write_report(
 
 
 def environment() -> dict[str, str]:
-    """Python, torch, platform, git commit and date, for the report's footer (missing pieces are left out)."""
+    """Python and the installed ``ENVIRONMENT_PACKAGES`` with their versions, platform, device, git commit and date,
+    for the report's footer (missing pieces are left out)."""
     env = {"python": platform.python_version()}
-    for package in ("contrastseg", "torch", "papermill"):
+    for package in ENVIRONMENT_PACKAGES:
         try:
             env[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
     env["platform"] = platform.platform()
+    env["device"] = device_description()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -115,10 +135,54 @@ def environment() -> dict[str, str]:
     return env
 
 
+def device_description() -> str:
+    """The CUDA devices that torch sees, as ``<count> x <name>``, else the CPU model and its number of logical CPUs."""
+    import torch
+
+    if torch.cuda.is_available():
+        names = Counter(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        return ", ".join(f"{count} x {name}" for name, count in names.items())
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def reported_records(notebook: str, results: Mapping[str, Any]) -> list[dict]:
+    """The papers' numbers that belong beside a notebook's results (see the module docstring), as records with the
+    columns of ``contrastseg.tables.reported_numbers``."""
+    if REPORTED_KEY in results:
+        return list(results[REPORTED_KEY])
+    match = TABLE_NOTEBOOK.fullmatch(Path(notebook).stem)
+    if not match:
+        return []
+    from .tables import reported_numbers
+
+    return reported_numbers(Path(notebook).parent.name, match["table"]).to_dict("records")
+
+
 # --------------------------------------------------------------------------------------------------- sections
 
 
-def _section(i: int, item: dict, preset_dir: Path) -> str:
+def _load(results_dir: str | os.PathLike | None) -> tuple[dict, str | None]:
+    """A notebook's results (empty when it wrote none) and the error met reading them, if any."""
+    try:
+        return load_results(results_dir or ""), None
+    except (OSError, ValueError) as exc:
+        return {}, f"cannot read {RESULTS_FILE}: {exc}"
+
+
+def _section(i: int, item: dict, preset_dir: Path, results: dict, error: str | None) -> str:
     status = item.get("status", "failed")
     skipped = bool(item.get("skipped"))
     badge_class, badge_text = ("skipped", "skipped (current)") if skipped else (status, status)
@@ -146,21 +210,65 @@ def _section(i: int, item: dict, preset_dir: Path) -> str:
         if item.get("traceback"):
             out.append(f"<details><summary>traceback</summary><pre>{_e(item['traceback'])}</pre></details>")
 
+    if error:
+        out.append(f'<p class="error">{_e(error)}</p>')
+    shown = {key: value for key, value in results.items() if key != REPORTED_KEY}  # those get their own section
+    if shown:
+        out.append(f"<h3>Results</h3>{results_html(shown)}")
     results_dir = item.get("results_dir")
     if results_dir:
         results_dir = Path(results_dir)
-        try:
-            results = load_results(results_dir)
-        except (OSError, ValueError) as exc:
-            out.append(f'<p class="error">cannot read {RESULTS_FILE}: {_e(str(exc))}</p>')
-            results = {}
-        if results:
-            out.append(f"<h3>Results</h3>{results_html(results)}")
         pngs = sorted(results_dir.glob("*.png")) if results_dir.is_dir() else []
         if pngs:
             out.append("<h3>Figures</h3>")
             out.extend(_figure(p) for p in pngs)
     return "\n".join(out)
+
+
+def _reported_section(items: list[dict], results: list[dict]) -> str:
+    """Per notebook with reported numbers, a table of them beside ours (``_reported_table``)."""
+    from .tables import REPORTED_LABELS
+
+    out = ['<h2 id="reported">Papers\' numbers beside ours</h2>',
+           '<p class="meta">The papers\' settings differ from ours (real data sets, larger models): compare '
+           "directions, not values. Ours: mean &plusmn; std over seeds of the same row, in percent. Who reported a "
+           "number: " + "; ".join(f"{_e(label)} = {_e(text)}" for label, text in REPORTED_LABELS.items()) + ".</p>"]
+    intro = len(out)
+    for i, (item, notebook_results) in enumerate(zip(items, results)):
+        records = reported_records(item.get("notebook", ""), notebook_results)
+        if records:
+            out.append(f'<h3><a href="#nb{i}">{_e(item.get("title") or item.get("notebook", "?"))}</a></h3>')
+            out.append(_reported_table(records, notebook_results.get("table")))
+    if len(out) == intro:
+        out.append("<p>No notebook of this batch has reported numbers.</p>")
+    return "\n".join(out)
+
+
+def _reported_table(records: list[dict], table: Any) -> str:
+    """Each reported number with its setting, our value of the same row (``table``: ``summarize`` records, if
+    any), its source, label and verification status."""
+    ours = {row.get("row"): row for row in table if isinstance(row, dict)} if isinstance(table, list) else {}
+    header = ("row", "setting", "metric", "reported", "ours", "source", "label", "status")
+    out = ["<table><tr>", *(f"<th>{name}</th>" for name in header), "</tr>"]
+    for record in records:
+        verified = record.get("verified") is True
+        badge = "ok" if verified else "unverified"
+        out.append(f"<tr><th>{_e(record.get('row', ''))}</th>"
+                   + "".join(_td(record.get(column, "")) for column in ("setting", "metric", "value"))
+                   + _td(_ours(ours.get(record.get("row")), record.get("metric")))
+                   + "".join(_td(record.get(column, "")) for column in ("source", "label"))
+                   + f'<td><span class="badge {badge}">{"verified" if verified else "unverified"}</span></td></tr>')
+    out.append("</table>")
+    return "".join(out)
+
+
+def _ours(summary_row: Mapping[str, Any] | None, metric: str | None) -> str:
+    """Our mean +- std of a reported metric in percent, from a ``summarize`` record; "n/a" without a counterpart."""
+    key = REPORTED_METRICS.get(metric or "")
+    values = [summary_row.get(f"{key}_{stat}") for stat in ("mean", "std")] if key and summary_row else []
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "n/a"
+    return f"{100 * values[0]:.1f} ± {100 * values[1]:.1f}"
 
 
 def results_html(results: Mapping[str, Any]) -> str:

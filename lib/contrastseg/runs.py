@@ -128,6 +128,20 @@ def _get_or_train(cfg: ExperimentConfig, root: str | Path | None, train_into) ->
     return RunResult(cfg, run_dir, metrics)
 
 
+def finished_runs(root: str | Path | None = None) -> list[RunResult]:
+    """Every finished run of the store, by folder name. Runs this version cannot read back are left out: a
+    ``config.json`` with a field since removed, or a folder whose name is no longer its config's hash."""
+    results = []
+    for metrics_path in sorted((Path(root or runs_root()) / "store").glob(f"*/{METRICS_NAME}")):
+        try:
+            cfg = ExperimentConfig.from_dict(json.loads((metrics_path.parent / "config.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        if run_dir_for(cfg, root) == metrics_path.parent:
+            results.append(RunResult(cfg, metrics_path.parent, json.loads(metrics_path.read_text())))
+    return results
+
+
 def write_config(cfg: ExperimentConfig, run_dir: Path) -> None:
     """``run_dir/config.json``: every field, the file ``python -m contrastseg.train --config`` reads."""
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))

@@ -7,6 +7,11 @@ Every plotting function returns a matplotlib Figure and never calls ``plt.show``
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -16,6 +21,7 @@ import torch.nn.functional as F
 from matplotlib.patches import Patch
 
 IGNORE_COLOUR = (0, 0, 0)
+HIDDEN_COLOUR = (0.85, 0.85, 0.85)  # points of the classes not highlighted
 
 
 def colorize(labels: np.ndarray | torch.Tensor, palette, ignore_index: int = 255) -> np.ndarray:
@@ -71,33 +77,96 @@ def plot_per_class_iou(per_class_iou: dict[str, list], class_names) -> plt.Figur
     return fig
 
 
-@torch.no_grad()
-def sample_pixel_embeddings(model: torch.nn.Module, dataset, *, output: str = "decoder", per_class: int = 100,
-                            num_images: int = 16, ignore_index: int = 255, seed: int = 0,
-                            device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced sample of pixel embeddings from a model's feature map.
+EMBEDDING_OUTPUTS = ("decoder", "backbone", "embedding")
 
-    Labels are taken at the feature map's resolution by nearest-neighbour sampling; ignored pixels are never drawn.
-    Each class gives at most ``per_class`` pixels, drawn without replacement with a seeded generator, so two models
-    with feature maps of the same size give the same pixels.
+
+@dataclass(frozen=True)
+class PixelSample:
+    """Pixel embeddings read from a model's feature maps, each with the image pixel it stands for.
+
+    Attributes:
+        embeddings: (N, D) float32, L2-normalised.
+        labels: (N,) int64, the ground-truth class of each pixel.
+        image_index: (N,) int64, the index in the data set of the image each pixel comes from.
+        pixel: (N, 2) int64, (row, column) in that image of the pixel whose label the point carries: the
+            nearest-neighbour source of its feature-map cell.
+    """
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    image_index: np.ndarray
+    pixel: np.ndarray
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        """Points per class. Shape: (num_classes,) int64."""
+        return np.bincount(self.labels, minlength=num_classes)
+
+
+def feature_map(model: torch.nn.Module, image: torch.Tensor, output: str = "decoder",
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """One image's feature map, on the CPU.
 
     Args:
         output: "decoder" (the head's features), "backbone" (the backbone's last level) or "embedding" (the
             projection head's, for the contrastive methods).
 
-    Returns:
-        embeddings (N, D) float32, L2-normalised; labels (N,) int64.
+    Shape:
+        image: (3, H, W) -> (D, h, w) float32.
+    """
+    if output not in EMBEDDING_OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; valid outputs: {', '.join(EMBEDDING_OUTPUTS)}")
+    outputs = model(image.unsqueeze(0).to(device), with_embedding=output == "embedding")
+    if output == "embedding" and "embedding" not in outputs:
+        raise ValueError("the model has no 'embedding' output: only the contrastive methods have a projection head")
+    return (outputs["levels"][-1] if output == "backbone" else outputs[output])[0].float().cpu()
+
+
+def nearest_source_pixels(image_size: tuple[int, int], grid_size: tuple[int, int]) -> torch.Tensor:
+    """For each cell of a (h, w) grid, the flat index of the image pixel that nearest-neighbour resizing reads.
+
+    ``label.flatten()[nearest_source_pixels(label.shape, (h, w))]`` equals ``F.interpolate(label, (h, w),
+    mode="nearest")``, flattened. Shape: -> (h * w,) int64 in [0, H * W).
+    """
+    height, width = image_size
+    flat_index = torch.arange(height * width, dtype=torch.float64).view(1, 1, height, width)
+    return F.interpolate(flat_index, size=tuple(grid_size), mode="nearest").flatten().long()
+
+
+@torch.no_grad()
+def sample_pixels(model: torch.nn.Module, dataset, *, output: str = "decoder", per_class: int = 100,
+                  images: Sequence[int] | None = None, ignore_index: int = 255, seed: int = 0,
+                  device: str | torch.device = "cpu") -> PixelSample:
+    """Class-balanced sample of pixel embeddings from a model's feature maps over some images of a data set.
+
+    Labels are taken at the feature map's resolution by nearest-neighbour sampling; ignored pixels are never drawn.
+    Each class gives at most ``per_class`` pixels, drawn without replacement with a seeded generator over the
+    pixels of every image together, so two models with feature maps of the same size give the same pixels.
+
+    Memory stays at the labels of every pixel plus the N drawn embeddings, whatever the number of images: a first
+    pass reads the labels at the feature maps' resolution (running the model once per distinct image size, to learn
+    that resolution), the draw picks pixels, and a second pass runs the model on the images that hold picked pixels.
+
+    Args:
+        output: one of ``EMBEDDING_OUTPUTS`` (see ``feature_map``).
+        images: indices into ``dataset`` (default: every image).
+
+    Raises:
+        IndexError: for an image index outside the data set; ValueError: when the images hold no labelled pixel.
     """
     model.eval()
-    features, labels = [], []
-    for index in range(min(num_images, len(dataset))):
+    images = list(range(len(dataset))) if images is None else [int(index) for index in images]
+    for index in images:
+        check_image_index(index, len(dataset))
+    grid_sizes, sources, labels = {}, [], []  # grid_sizes: image (H, W) -> its feature map's (h, w)
+    for index in images:
         image, label = dataset[index]
-        outputs = model(image.unsqueeze(0).to(device), with_embedding=output == "embedding")
-        feature_map = (outputs["levels"][-1] if output == "backbone" else outputs[output])[0].float().cpu()  # (D, h, w)
-        small = F.interpolate(label[None, None].float(), size=feature_map.shape[-2:], mode="nearest")[0, 0].long()
-        features.append(feature_map.flatten(1).T)
-        labels.append(small.flatten())
-    features, labels = torch.cat(features), torch.cat(labels)
+        image_size = tuple(label.shape[-2:])
+        if image_size not in grid_sizes:
+            grid_sizes[image_size] = tuple(feature_map(model, image, output, device).shape[-2:])
+        sources.append(nearest_source_pixels(image_size, grid_sizes[image_size]))
+        labels.append(label.flatten()[sources[-1]])
+    starts = torch.tensor([0] + [len(source) for source in sources]).cumsum(0)  # (len(images) + 1,)
+    labels = torch.cat(labels)
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for cls in labels.unique():
@@ -105,9 +174,39 @@ def sample_pixel_embeddings(model: torch.nn.Module, dataset, *, output: str = "d
             continue
         where = (labels == cls).nonzero().squeeze(1)
         chosen.append(where[torch.randperm(len(where), generator=generator)[:per_class]])
+    if not chosen:
+        raise ValueError(f"the {len(images)} images hold no labelled pixel (every label is {ignore_index})")
     chosen = torch.cat(chosen).sort().values
-    embeddings = F.normalize(features[chosen], dim=1)
-    return embeddings.numpy(), labels[chosen].numpy()
+    position = torch.searchsorted(starts, chosen, right=True) - 1  # which of ``images`` each chosen pixel is in
+    embeddings, pixels = [], []
+    for image_position in position.unique().tolist():
+        image, label = dataset[images[image_position]]
+        cells = chosen[position == image_position] - starts[image_position]
+        embeddings.append(feature_map(model, image, output, device).flatten(1).T[cells])
+        source = sources[image_position][cells]
+        pixels.append(torch.stack([source // label.shape[-1], source % label.shape[-1]], dim=1))
+    return PixelSample(embeddings=F.normalize(torch.cat(embeddings), dim=1).numpy(), labels=labels[chosen].numpy(),
+                       image_index=torch.tensor(images)[position].numpy(), pixel=torch.cat(pixels).numpy())
+
+
+def sample_pixel_embeddings(model: torch.nn.Module, dataset, *, output: str = "decoder", per_class: int = 100,
+                            num_images: int = 16, ignore_index: int = 255, seed: int = 0,
+                            device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """``sample_pixels`` over the first ``num_images`` images, as arrays.
+
+    Returns:
+        embeddings (N, D) float32, L2-normalised; labels (N,) int64.
+    """
+    sample = sample_pixels(model, dataset, output=output, per_class=per_class,
+                           images=range(min(num_images, len(dataset))), ignore_index=ignore_index, seed=seed,
+                           device=device)
+    return sample.embeddings, sample.labels
+
+
+def check_image_index(index: int, length: int) -> None:
+    """Raise an IndexError that names the valid range when ``index`` is not an image of a data set of ``length``."""
+    if not 0 <= index < length:
+        raise IndexError(f"image index {index} is out of range: the data set has {length} images (0 to {length - 1})")
 
 
 def knn_accuracy(embeddings: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
@@ -124,24 +223,115 @@ def knn_accuracy(embeddings: np.ndarray, labels: np.ndarray, k: int = 5) -> floa
     return float((predicted == torch.from_numpy(np.asarray(labels))).float().mean())
 
 
+TSNE_BACKENDS = ("opentsne", "cuml", "tsnecuda")
+"""Where ``tsne_2d`` runs: openTSNE on the CPU, or a GPU package (cuML's TSNE, tsnecuda) when one is importable."""
+GPU_TSNE_MODULES = {"cuml": "cuml", "tsnecuda": "tsnecuda"}  # backend -> the module it needs
+EARLY_EXAGGERATION = 12.0
+FFT_MIN_POINTS = 10_000  # openTSNE's own switch: below it Barnes-Hut is faster (the FFT grid costs ~20 s on a CPU)
+
+
+def tsne_backend(requested: str = "auto") -> str:
+    """The backend ``tsne_2d`` uses: ``requested``, or for "auto" the first GPU package of ``GPU_TSNE_MODULES`` that
+    is importable when torch sees a GPU, else "opentsne".
+
+    Raises:
+        ValueError: for an unknown name, or a GPU backend whose package or GPU is missing.
+    """
+    if requested == "auto":
+        if torch.cuda.is_available():
+            for backend, module in GPU_TSNE_MODULES.items():
+                if importlib.util.find_spec(module) is not None:
+                    return backend
+        return "opentsne"
+    if requested not in TSNE_BACKENDS:
+        raise ValueError(f"unknown t-SNE backend {requested!r}; valid names: auto, {', '.join(TSNE_BACKENDS)}")
+    module = GPU_TSNE_MODULES.get(requested)
+    if module is not None and (importlib.util.find_spec(module) is None or not torch.cuda.is_available()):
+        raise ValueError(f"the t-SNE backend {requested!r} needs the {module} package and a GPU")
+    return requested
+
+
+def tsne_learning_rate(num_points: int) -> float:
+    """N / 12 (the early exaggeration), at least 200: Belkina et al. (2019), openTSNE's advice for large N."""
+    return max(200.0, num_points / EARLY_EXAGGERATION)
+
+
+def tsne_gradients(num_points: int, backend: str) -> str:
+    """How ``tsne_2d`` computes the repulsive forces: "fft" (FIt-SNE interpolation) or "bh" (Barnes-Hut)."""
+    return "fft" if backend != "opentsne" or num_points >= FFT_MIN_POINTS else "bh"
+
+
 def tsne_2d(embeddings: np.ndarray, *, seed: int = 0, perplexity: float = 30.0, n_iter: int = 500,
-            n_jobs: int = 2) -> np.ndarray:
-    """openTSNE map to 2-D (FFT gradients, PCA initialisation, deterministic for a seed). Shape: (N, D) -> (N, 2)."""
+            n_jobs: int | None = None, backend: str = "auto") -> np.ndarray:
+    """t-SNE map to 2-D, deterministic for a seed on the CPU. Shape: (N, D) -> (N, 2) float64.
+
+    Settings for any N, up to millions of points: FFT-interpolated gradients (FIt-SNE; Barnes-Hut below
+    ``FFT_MIN_POINTS`` points on the CPU, see ``tsne_gradients``), PCA initialisation, the learning rate
+    ``tsne_learning_rate(N)``, early exaggeration 12 for the first ``min(250, n_iter // 2)`` iterations. The
+    perplexity is lowered to (N - 1) / 3 for tiny N.
+
+    Args:
+        n_jobs: CPU threads of openTSNE (default: every CPU).
+        backend: "auto" (``tsne_backend``) or one of ``TSNE_BACKENDS``.
+    """
+    points = np.ascontiguousarray(embeddings, dtype=np.float64)
+    perplexity = min(perplexity, max(2.0, (len(points) - 1) / 3))
+    early_iterations = min(250, n_iter // 2)
+    learning_rate = tsne_learning_rate(len(points))
+    backend = tsne_backend(backend)
+    if backend == "cuml":
+        from cuml.manifold import TSNE
+
+        tsne = TSNE(n_components=2, perplexity=perplexity, early_exaggeration=EARLY_EXAGGERATION,
+                    exaggeration_iter=early_iterations, learning_rate=learning_rate, learning_rate_method=None,
+                    max_iter=n_iter, init="pca", method="fft", random_state=seed, output_type="numpy")
+        return np.asarray(tsne.fit_transform(points.astype(np.float32)), dtype=np.float64)
+    if backend == "tsnecuda":
+        from tsnecuda import TSNE
+
+        tsne = TSNE(n_components=2, perplexity=perplexity, early_exaggeration=EARLY_EXAGGERATION,
+                    force_magnify_iters=early_iterations, learning_rate=learning_rate, n_iter=n_iter,
+                    num_neighbors=max(32, int(3 * perplexity)))  # tsnecuda asks for at least 3 x perplexity
+        initial = np.asfortranarray(pca_initialisation(points), dtype=np.float32)  # tsnecuda's own init is random
+        return np.asarray(tsne.fit_transform(points.astype(np.float32), initial), dtype=np.float64)
     from openTSNE import TSNE
 
-    perplexity = min(perplexity, max(2.0, (len(embeddings) - 1) / 3))
-    tsne = TSNE(n_components=2, perplexity=perplexity, n_iter=n_iter, early_exaggeration_iter=min(250, n_iter // 2),
-                random_state=seed, n_jobs=n_jobs)
-    return np.asarray(tsne.fit(np.ascontiguousarray(embeddings, dtype=np.float64)))
+    tsne = TSNE(n_components=2, perplexity=perplexity, n_iter=n_iter, early_exaggeration=EARLY_EXAGGERATION,
+                early_exaggeration_iter=early_iterations, learning_rate=learning_rate, initialization="pca",
+                negative_gradient_method=tsne_gradients(len(points), backend), random_state=seed,
+                n_jobs=n_jobs or os.cpu_count() or 1)
+    return np.asarray(tsne.fit(points))
+
+
+def pca_initialisation(points: np.ndarray) -> np.ndarray:
+    """The first two principal components, scaled to a standard deviation of 1e-4 on the first (openTSNE's "pca"
+    initialisation). Shape: (N, D) -> (N, 2)."""
+    centred = points - points.mean(0)
+    _, _, directions = np.linalg.svd(centred, full_matrices=False)
+    projected = centred @ directions[:2].T
+    return projected / projected[:, 0].std() * 1e-4
 
 
 def plot_embedding(points: np.ndarray, labels: np.ndarray, class_names, palette, *, title: str = "",
-                   ax: plt.Axes | None = None) -> plt.Figure:
-    """Scatter of a 2-D map coloured by class. Shape: points (N, 2), labels (N,)."""
+                   ax: plt.Axes | None = None, highlight: int | None = None, marked: int | None = None) -> plt.Figure:
+    """Scatter of a 2-D map coloured by class. Shape: points (N, 2), labels (N,).
+
+    Args:
+        highlight: a class whose points keep their colour, drawn on top; the others turn light grey.
+        marked: the index of one point to ring in black (a clicked point).
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 4.0))
     colours = np.asarray(palette, dtype=float)[labels] / 255
-    ax.scatter(points[:, 0], points[:, 1], c=colours, s=4, linewidths=0)
+    order = np.arange(len(points))
+    if highlight is not None:
+        chosen = labels == highlight
+        colours[~chosen] = HIDDEN_COLOUR
+        order = np.concatenate([order[~chosen], order[chosen]])  # the highlighted class on top
+    size = float(np.clip(2000 / max(len(points), 1), 4, 25))  # 4 from 500 points on, larger for a few
+    ax.scatter(points[order, 0], points[order, 1], c=colours[order], s=size, linewidths=0)
+    if marked is not None:
+        ax.scatter(*points[marked], s=8 * size, facecolors="none", edgecolors="black", linewidths=1.5)
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
