@@ -7,6 +7,8 @@ VENV ?= .venv
 PRESET ?= smoke
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# the slowest tests are listed at the end, to keep CI's run time in view
+PYTEST_ARGS ?= --durations=15
 
 export MPLBACKEND = agg
 # one run store for the suite, JupyterLab and the scripts (tests use their own temporary store)
