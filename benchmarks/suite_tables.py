@@ -5,7 +5,9 @@
 
 Reads ``<batch>/suite.json`` and each notebook's ``results.json`` (``contrastseg.results``); every notebook whose
 results hold a ``table`` (the rows x seeds summaries of ``contrastseg.tables.summarize``) becomes a Markdown table of
-mean +- standard deviation per metric; other notebooks are listed with their status. The environment (package
+mean +- standard deviation per metric, and paired differences (``differences`` or ``gain``: records of
+``contrastseg.tables.paired_differences``) a second table with their bootstrap interval when there is one; other
+notebooks are listed with their status. The environment (package
 versions, device, git commit) heads the page, as in the HTML report.
 """
 
@@ -33,6 +35,17 @@ def table_markdown(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def differences_markdown(records: list[dict]) -> str:
+    """Records of ``paired_differences(...).reset_index()`` as a Markdown table (3 decimals)."""
+    with_interval = any("ci_low" in r for r in records)
+    lines = ["| pair | mean difference | std | " + ("95% bootstrap interval | " if with_interval else "") + "seeds |",
+             "|---|---:|---:|" + ("---|" if with_interval else "") + "---:|"]
+    for r in records:
+        interval = f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | " if with_interval else ""
+        lines.append(f"| {r['pair']} | {r['mean']:+.3f} | {r['std']:.3f} | {interval}{r.get('seeds', '')} |")
+    return "\n".join(lines)
+
+
 def batch_markdown(batch_dir: Path, note: str = "") -> str:
     summary = json.loads((batch_dir / "suite.json").read_text())
     parts = [f"# Suite batch: preset {summary['preset']}", ""]
@@ -45,6 +58,9 @@ def batch_markdown(batch_dir: Path, note: str = "") -> str:
         results = load_results(outcome["results_dir"]) if outcome.get("results_dir") else {}
         if isinstance(results.get("table"), list) and results["table"]:
             parts += [f"seeds {results.get('seeds')}", "", table_markdown(results["table"]), ""]
+            differences = results.get("differences") or results.get("gain")
+            if differences:
+                parts += ["paired by seed:", "", differences_markdown(differences), ""]
         elif outcome.get("error"):
             parts += [f"error: {outcome['error']}", ""]
         else:

@@ -102,7 +102,9 @@ def test_suite_tables_turns_a_batch_into_markdown(tmp_path):
         {"row": "CE", "miou_mean": 0.51234, "miou_std": 0.01, "boundary_iou_mean": 0.2, "boundary_iou_std": 0.0,
          "seeds": 2},
         {"row": "+ contrast", "miou_mean": 0.55, "miou_std": 0.02, "boundary_iou_mean": 0.25,
-         "boundary_iou_std": 0.01, "seeds": 2}]})
+         "boundary_iou_std": 0.01, "seeds": 2}],
+        "differences": [{"pair": "+ contrast - CE", "mean": 0.03766, "std": 0.01, "ci_low": -0.002, "ci_high": 0.05,
+                         "seeds": 2}]})
     save_results(figure_dir, {"seed": 0})
     (tmp_path / "demo" / "suite.json").write_text(json.dumps({"preset": "demo", "notebooks": {
         "notebooks/table_x.ipynb": {"status": "ok", "seconds": 12.0, "results_dir": str(table_dir)},
@@ -114,6 +116,7 @@ def test_suite_tables_turns_a_batch_into_markdown(tmp_path):
     text = out.read_text()
     assert "| row | val mIoU | boundary IoU | seeds |" in text  # only the metrics the table holds
     assert "| CE | 0.512 ± 0.010 | 0.200 ± 0.000 | 2 |" in text
+    assert "| + contrast - CE | +0.038 | 0.010 | [-0.002, +0.050] | 2 |" in text
     assert "steps cut to 10" in text and "torch" in text
     assert "(a figure notebook" in text and "error: cell 3: ValueError: boom" in text
     with pytest.raises(SystemExit):
