@@ -7,8 +7,8 @@ Reads ``<batch>/suite.json`` and each notebook's ``results.json`` (``contrastseg
 results hold a ``table`` (the rows x seeds summaries of ``contrastseg.tables.summarize``) becomes a Markdown table of
 mean +- standard deviation per metric, and paired differences (``differences`` or ``gain``: records of
 ``contrastseg.tables.paired_differences``) a second table with their bootstrap interval when there is one; other
-notebooks are listed with their status. The environment (package
-versions, device, git commit) heads the page, as in the HTML report.
+notebooks are listed with their status. The environment (package versions, device, git commit) heads the page, as in
+the HTML report.
 """
 
 from __future__ import annotations
