@@ -5,10 +5,8 @@ The run store root is set in the environment before any notebook kernel starts, 
 inherit it and share the session's cached runs instead of training twice.
 """
 
-import importlib.util
 import os
 import tempfile
-from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "agg")
 os.environ["CONTRASTSEG_RUNS"] = tempfile.mkdtemp(prefix="contrastseg-test-runs-")
@@ -25,11 +23,3 @@ def runs_root(tmp_path, monkeypatch):
     monkeypatch.setenv("CONTRASTSEG_RUNS", str(tmp_path / "runs"))
     return tmp_path / "runs"
 
-
-def load_data_script(name: str):
-    """A script of data_scripts/ as a module (they are scripts, not a package)."""
-    path = Path(__file__).resolve().parents[1] / "data_scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -12,7 +12,7 @@ from PIL import Image
 
 from contrastseg.data import DATASETS, SegmentationFolder, SynthScapes, build_dataset, dataset_info, train_transform
 from contrastseg.data.synthscapes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, POLE, SPLITS
-from conftest import load_data_script
+from data_scripts_loader import load_data_script
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from scipy.io import savemat
 from contrastseg.data.download import (Archive, ChecksumError, UnsafeArchiveError, convert_labels, download, extract,
                                        fetch, link_or_copy, md5sum, sha256sum, write_lines)
 from contrastseg.data.partitions import STANDARD_FRACTIONS, partition_indices, read_split_list
-from conftest import load_data_script
+from data_scripts_loader import load_data_script
 
 PAYLOAD = np.random.default_rng(0).bytes(300_000)
 

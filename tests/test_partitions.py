@@ -10,7 +10,7 @@ from contrastseg.data import build_dataset
 from contrastseg.data.partitions import (STANDARD_FRACTIONS, image_ids, partition_indices, read_split_list,
                                          split_labeled, write_split_list)
 from contrastseg.engine.train import build_training_sets
-from conftest import load_data_script
+from data_scripts_loader import load_data_script
 
 SPLITS = Path(__file__).resolve().parents[1] / "data_scripts" / "splits"
 
