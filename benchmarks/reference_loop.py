@@ -1,10 +1,10 @@
 """A straightforward per-class Python-loop implementation of the reference algorithm, for benchmarking only.
 
-Written from the specification (shared/research/pixel_contrast.md sections 3.3, 4.2, 4.3), not copied from
-``tfzhou/ContrastiveSeg``. It keeps the reference's *shape of computation*: Python loops over images and classes
-(each ``unique``/``nonzero`` forcing a device sync), a dense anchors x memory loss that materialises full (N, M) float
-matrices and float masks, and a per-class copy of the queues into one contrast buffer. It does *not* keep the
-reference's bugs:
+Written from the reference's sampler, memory update and memory loss as ``docs/methods.md#pixel-contrast`` describes
+them, not copied from ``tfzhou/ContrastiveSeg``. It keeps the reference's *shape of computation*: Python loops over
+images and classes (each ``unique``/``nonzero`` forcing a device sync), a dense anchors x memory loss that
+materialises full (N, M) float matrices and float masks, and a per-class copy of the queues into one contrast buffer.
+It does *not* keep the reference's bugs:
 
 * the memory's pixel pointer advances by the number of rows written (not by 1) and wraps around as a ring buffer;
 * class 0 is a real class (enqueued and contrasted), only ``ignore_index`` is left out; no zero rows;

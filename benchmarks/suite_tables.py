@@ -20,29 +20,39 @@ from pathlib import Path
 
 from contrastseg.report import environment
 from contrastseg.results import load_results
+from contrastseg.tables import spread_text
 
 METRICS = (("miou", "val mIoU"), ("boundary_iou", "boundary IoU"), ("boundary_f", "boundary F"))
 
 
 def table_markdown(records: list[dict]) -> str:
-    """Rows of ``summarize(...).reset_index()`` records as a Markdown table (mean +- std, 3 decimals)."""
+    """Rows of ``summarize(...).reset_index()`` records as a Markdown table (mean +- std, 3 decimals; mean (n=1)
+    for one seed)."""
     present = [(key, name) for key, name in METRICS if any(f"{key}_mean" in r for r in records)]
     lines = ["| row | " + " | ".join(name for _, name in present) + " | seeds |",
              "|---|" + "---:|" * len(present) + "---:|"]
     for r in records:
-        cells = [f"{r[f'{key}_mean']:.3f} ± {r[f'{key}_std']:.3f}" for key, _ in present]
+        cells = [spread_text(r[f"{key}_mean"], r.get(f"{key}_std"), r.get("seeds"), plus_minus="±")
+                 for key, _ in present]
         lines.append(f"| {r['row']} | " + " | ".join(cells) + f" | {r.get('seeds', '')} |")
     return "\n".join(lines)
 
 
 def differences_markdown(records: list[dict]) -> str:
-    """Records of ``paired_differences(...).reset_index()`` as a Markdown table (3 decimals)."""
+    """Records of ``paired_differences(...).reset_index()`` as a Markdown table (3 decimals; no std for one seed)."""
     with_interval = any("ci_low" in r for r in records)
     lines = ["| pair | mean difference | std | " + ("95% bootstrap interval | " if with_interval else "") + "seeds |",
              "|---|---:|---:|" + ("---|" if with_interval else "") + "---:|"]
     for r in records:
-        interval = f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | " if with_interval else ""
-        lines.append(f"| {r['pair']} | {r['mean']:+.3f} | {r['std']:.3f} | {interval}{r.get('seeds', '')} |")
+        # one seed: results.json holds "nan" for the std and the interval; neither exists, so neither is shown
+        bounds = [r.get("ci_low"), r.get("ci_high")]
+        interval = ""
+        if with_interval:
+            known = all(isinstance(bound, (int, float)) for bound in bounds)
+            interval = (f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}] | " if known else "- | ")
+        std = r.get("std")
+        std = f"{std:.3f}" if isinstance(std, (int, float)) and r.get("seeds") != 1 else "-"
+        lines.append(f"| {r['pair']} | {r['mean']:+.3f} | {std} | {interval}{r.get('seeds', '')} |")
     return "\n".join(lines)
 
 

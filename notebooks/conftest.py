@@ -1,15 +1,19 @@
 """nbval settings for the notebooks.
 
-nbval waits a fixed 5 s for each of a cell's output messages after the cell has finished; a long training cell on a
-loaded 2-core CI machine can flush its last outputs (progress-bar widgets, the table) later than that, and nbval then
-fails the cell though it ran. The wait is raised here; a cell that really hangs is still stopped by nbval's own cell
-timeout (``--nbval-cell-timeout``).
+After a cell has finished, nbval reads its output messages one by one and gives up when one takes longer than its
+``output_timeout`` (5 s by default, with no command-line option). On a loaded machine the last outputs of a long
+training cell (progress bars, the table) can come later than any fixed wait, and the cell then failed though it
+ran. The wait is therefore the cell timeout itself (``--nbval-cell-timeout``): how loaded the machine is no longer
+decides a test's verdict, and a cell that really hangs is still stopped by that timeout.
 """
 
-OUTPUT_WAIT_S = 120
+
+def output_wait_seconds(config) -> float:
+    """How long nbval may wait for one output message of a finished cell: the cell timeout."""
+    return float(config.option.nbval_cell_timeout)
 
 
 def pytest_runtest_setup(item):
-    """Let each nbval cell wait up to ``OUTPUT_WAIT_S`` for its outputs (nbval's cells have ``output_timeout``)."""
+    """Give each nbval cell (nbval's cells have ``output_timeout``) the wait of ``output_wait_seconds``."""
     if hasattr(item, "output_timeout"):
-        item.output_timeout = OUTPUT_WAIT_S
+        item.output_timeout = output_wait_seconds(item.config)

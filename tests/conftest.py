@@ -1,14 +1,15 @@
-"""Session-wide test settings: one temporary run store for the whole session, a headless matplotlib, 2 threads
+"""Settings for the whole test run: one temporary run store for all tests, a headless matplotlib, 2 threads
 (``CONTRASTSEG_TEST_THREADS`` sets another count).
 
 The run store root is set in the environment before any notebook kernel starts, so nbval's and papermill's kernels
-inherit it and share the session's cached runs instead of training twice.
+inherit it and share the test run's cached runs instead of training twice.
 """
 
 import os
 import tempfile
 
 os.environ.setdefault("MPLBACKEND", "agg")
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never download: timm reads only a local cache
 os.environ["CONTRASTSEG_RUNS"] = tempfile.mkdtemp(prefix="contrastseg-test-runs-")
 
 import pytest  # noqa: E402

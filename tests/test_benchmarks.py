@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -121,3 +122,24 @@ def test_suite_tables_turns_a_batch_into_markdown(tmp_path):
     assert "(a figure notebook" in text and "error: cell 3: ValueError: boom" in text
     with pytest.raises(SystemExit):
         load("suite_tables").main([str(tmp_path / "nowhere")])
+
+
+def test_suite_tables_shows_no_spread_for_one_seed(tmp_path):
+    """One seed: the summary's std and the differences' std and interval are NaN ("nan" in results.json), shown as
+    "mean (n=1)" and "-", never as a zero spread."""
+    from contrastseg.results import save_results
+    from contrastseg.tables import paired_differences, summarize
+
+    per_seed = pd.DataFrame({"row": ["CE", "+ contrast"], "seed": [0, 0], "miou": [0.2731, 0.3]})
+    save_results(tmp_path / "demo" / "table_x", {
+        "seeds": [0], "table": summarize(per_seed, ("miou",)).reset_index().to_dict("records"),
+        "differences": paired_differences(per_seed, {"d": ("+ contrast", "CE")}).drop(columns="per_seed")
+        .reset_index().to_dict("records")})
+    outcome = {"status": "ok", "seconds": 1.0, "results_dir": str(tmp_path / "demo" / "table_x")}
+    (tmp_path / "demo" / "suite.json").write_text(json.dumps({"preset": "demo",
+                                                              "notebooks": {"notebooks/table_x.ipynb": outcome}}))
+    out = tmp_path / "tables.md"
+    assert load("suite_tables").main([str(tmp_path / "demo"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| CE | 0.273 (n=1) | 1 |" in text and "± 0.000" not in text
+    assert "| d | +0.027 | - | - | 1 |" in text

@@ -35,8 +35,9 @@ def test_wrong_types_are_rejected_and_ints_become_floats():
 
 def test_hash_is_stable_and_ignores_bookkeeping_fields():
     assert smoke().hash() == smoke().hash()
-    assert smoke().hash() == smoke(num_workers=4, device="cpu", checkpoint_every=7, num_threads=1).hash()
-    assert smoke().hash() == smoke(speed="fast", channels_last=True, compile=True).hash()
+    assert smoke().hash() == smoke(num_workers=4, checkpoint_every=7, num_threads=1).hash()
+    cpu = smoke(device="cpu")
+    assert cpu.hash() == cpu.replace(speed="fast", channels_last=True, compile=True).hash()  # one CPU numerics
     assert smoke().hash() != smoke(seed=1).hash()
     assert smoke().hash() != smoke(num_devices=2).hash()  # per-process anchor budgets: not the same run
     assert smoke().hash() != demo().hash()

@@ -2,6 +2,7 @@
 training against one process, the torchrun launch from the run store, grid dispatch, the config-file CLI."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -195,7 +196,11 @@ def test_cli_trains_into_the_run_store(tmp_path, runs_root, capsys):
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["run_dir"] == str(runs.run_dir_for(smoke(**TINY)))
     assert len(read_log(printed["run_dir"])) == TINY["steps"]
+    assert (Path(printed["run_dir"]) / runs.KEY_NAME).is_file()  # a store folder like any other
+    assert runs.older_runs() == []
     assert runs.get_or_train(smoke(**TINY), progress=False).metrics["val"]["miou"] == printed["miou"]
+    assert main(["--config", str(tmp_path / "run.json"), "--no-progress"]) == 0  # finished: not trained twice
+    assert len(read_log(printed["run_dir"])) == TINY["steps"]
 
 
 def test_no_torchrun_environment_is_a_world_of_one(monkeypatch):

@@ -102,7 +102,7 @@ def test_corrupt_checkpoint_error_names_the_file(tmp_path):
 
 def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
     train(smoke(**TINY), tmp_path, progress=False, interrupt_at=4)
-    with pytest.raises(ValueError, match="belongs to config"):
+    with pytest.raises(ValueError, match="belongs to run key"):
         train(smoke(**TINY, seed=1), tmp_path, progress=False)
 
 

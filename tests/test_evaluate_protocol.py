@@ -119,3 +119,40 @@ def test_training_with_rectangular_crops_an_aux_head_and_the_test_protocol(tmp_p
     log = read_log(tmp_path)
     assert len(log) == 2 and all(step["aux"] > 0 for step in log)
     assert 0 <= metrics["val"]["miou"] <= 1
+
+
+def tiny_mask_classification_model():
+    from contrastseg.models import build_segmentor
+
+    torch.manual_seed(0)
+    return build_segmentor("tiny", "mask_classification", NUM_CLASSES, num_queries=4, mask_dim=16,
+                           decoder_layers=1).eval()
+
+
+def test_mask_classification_scores_are_summed_as_they_are_over_flips():
+    model, images = tiny_mask_classification_model(), torch.rand(2, 3, 16, 20)
+    with torch.no_grad():
+        scores = model(images)["logits"]
+        flipped_scores = model(images.flip(-1))["logits"].flip(-1)
+        actual = multiscale_probabilities(model, images, False, (1.0,), True, None)
+    expected = torch.zeros_like(scores)
+    for view in (scores, flipped_scores):  # the semantic scores, per pixel and class, of each view
+        for b, k, y, x in torch.cartesian_prod(*(torch.arange(n) for n in scores.shape)).tolist():
+            expected[b, k, y, x] += view[b, k, y, x]
+    torch.testing.assert_close(actual, expected)
+    assert not torch.allclose(actual, scores.softmax(1) + flipped_scores.softmax(1))
+    torch.testing.assert_close(predict(model, images, False, (1.0,), True), expected.argmax(1))
+
+
+def test_mask_classification_scores_are_averaged_as_they_are_over_windows():
+    model, images = tiny_mask_classification_model(), torch.rand(1, 3, 24, 36)
+    expected = torch.zeros(1, NUM_CLASSES, 24, 36)
+    counts = torch.zeros(24, 36)
+    with torch.no_grad():
+        for top in window_starts(24, 16):
+            for left in window_starts(36, 16):
+                crop = images[..., top:top + 16, left:left + 16]
+                expected[..., top:top + 16, left:left + 16] += model(crop)["logits"]
+                counts[top:top + 16, left:left + 16] += 1
+        actual = window_probabilities(model, images, False, (16, 16))
+    torch.testing.assert_close(actual, expected / counts)

@@ -19,7 +19,7 @@ from contrastseg.config import smoke
 from contrastseg.metrics import inner_boundary
 from contrastseg.nbtools import strip_volatile
 
-# num_threads=0 keeps the test session's thread count (CONTRASTSEG_TEST_THREADS)
+# num_threads=0 keeps the thread count of the test process (CONTRASTSEG_TEST_THREADS)
 TINY = dict(steps=4, num_train=8, num_val=4, batch_size=4, num_threads=0)
 RUN = "tiny"
 
@@ -170,6 +170,46 @@ def test_the_sampler_draws_min_of_per_class_and_what_each_class_has(tiny_run):
         viz.sample_pixels(model, dataset, images=[len(dataset)])
     with pytest.raises(ValueError, match="no 'embedding' output"):
         viz.sample_pixels(model, dataset, output="embedding", images=[0])
+
+
+MASK_CLASSIFICATION_TINY = dict(method="mask_classification", head="mask_classification", num_queries=4, mask_dim=16,
+                                decoder_layers=1, optimizer="adamw", lr=1e-3)
+MASK_RUN = "mask classification"
+
+
+@pytest.fixture(scope="module")
+def mask_classification_run(tmp_path_factory):
+    return runs.get_or_train(smoke(**TINY, **MASK_CLASSIFICATION_TINY), root=tmp_path_factory.mktemp("mask_runs"),
+                             progress=False)
+
+
+def test_the_explorer_shows_a_mask_classification_run_beside_a_dense_one(tiny_run, mask_classification_run):
+    root = mask_classification_run.run_dir.parents[1]
+    assert list(explore.finished_runs_like(tiny_run.config, root)) == [mask_classification_run.run_dir.name]
+    explorer = explore.RunExplorer({RUN: tiny_run, MASK_RUN: mask_classification_run}, per_class=10)
+    image, labels = explorer.image(0)
+    assert explorer.prediction(MASK_RUN, 0).shape == labels.shape
+    fig = explorer.image_figure([RUN, MASK_RUN], 0, errors=True, boundary=True, highlight="road")
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes[:2]] == [RUN, MASK_RUN]
+    plt.close(fig)
+    plt.close(explorer.iou_figure([RUN, MASK_RUN]))
+
+    sample, points = explorer.tsne_map(MASK_RUN, 0)
+    assert points.shape == (len(sample.labels), 2) and sample.embeddings.shape[1] == 16  # mask_dim
+    clicked = explorer.point_at(MASK_RUN, 0, *points[0])
+    assert labels[clicked["pixel"]].item() == sample.labels[0]
+    plt.close(explorer.tsne_figure(MASK_RUN, 0, highlight=clicked["class"], marked=clicked["point"]))
+
+
+def test_a_mask_classification_model_embeds_pixels_with_its_per_pixel_mask_embedding(mask_classification_run):
+    model = mask_classification_run.load_model()
+    image, _ = explore.split_dataset(mask_classification_run.config, "val")[0]
+    with torch.no_grad():
+        outputs = model(image.unsqueeze(0))
+    assert torch.equal(viz.feature_map(model, image), outputs["pixel_features"][0])
+    assert torch.equal(viz.feature_map(model, image, "backbone"), outputs["levels"][-1][0])
+    with pytest.raises(ValueError, match="no 'embedding' output.*'decoder'.*per-pixel mask embedding"):
+        viz.feature_map(model, image, "embedding")
 
 
 def test_finished_runs_lists_readable_runs_like_the_config(tiny_run):

@@ -177,7 +177,7 @@ def test_reference_quirks_reproduce_the_released_pointer_rule_and_drop_class_0()
         keys = torch.full((1, 2, 5, 5), float(update))  # every row written by update t carries t
         memory.update(keys, labels, generator=seeded(update))
         writes += [(1, 10), (2, 4)]
-        if update + 1 == 30:  # the spec's check: 30 writes of 10 rows -> pointer 30, 39 rows filled
+        if update + 1 == 30:  # the reference's B1: 30 writes of 10 rows -> pointer 30, 39 rows filled
             assert int(memory.pointer[1]) == 30 and int(memory.filled[1]) == 39
     history, filled, owner = reference_pointer_rule(writes, size)
     assert memory.pointer.tolist() == [0, history[-1][1], history[-1][2]]
@@ -207,6 +207,51 @@ def test_reference_quirks_drop_class_0_in_the_segment_queue_too():
     fixed.update(keys, labels)
     assert int(quirky.filled[0]) == 0 and int(fixed.filled[0]) > 0
     assert torch.equal(quirky.queue[1:], fixed.queue[1:]) and torch.equal(quirky.filled[1:], fixed.filled[1:])
+
+
+def position_coded_image(side: int = 4):
+    """One ``side`` x ``side`` image whose pixel at raster position i has the key (i, 1); class 1 on the last row,
+    class 2 on the row before, class 0 elsewhere."""
+    positions = torch.arange(side * side, dtype=torch.float32).view(1, 1, side, side)
+    keys = torch.cat([positions, torch.ones_like(positions)], dim=1)
+    labels = torch.zeros(1, side, side, dtype=torch.int64)
+    labels[0, -1], labels[0, -2] = 1, 2
+    return keys, labels
+
+
+def test_reference_quirks_write_the_pixel_queue_from_the_first_raster_positions():
+    # the reference writes this_feat[:, perm[:K]], perm a permutation of the class's n pixels: K random raster
+    # positions among 0..n-1 of the whole image, whatever their class, under the class's label
+    keys, labels = position_coded_image()
+    seen = set()
+    for seed in range(20):
+        quirky = ClassMemory(num_classes=3, dim=2, size=8, pixels_per_update=2, reference_quirks=True)
+        fixed = ClassMemory(num_classes=3, dim=2, size=8, pixels_per_update=2)
+        quirky.update(keys, labels, generator=seeded(seed))
+        fixed.update(keys, labels, generator=seeded(seed))
+        for cls, own_positions in ((1, {12, 13, 14, 15}), (2, {8, 9, 10, 11})):
+            written = quirky.queue[cls, :int(quirky.filled[cls]), 0].long().tolist()
+            assert len(written) == 2 and len(set(written)) == 2 and set(written) <= {0, 1, 2, 3}
+            assert set(fixed.queue[cls, :int(fixed.filled[cls]), 0].long().tolist()) <= own_positions
+            seen |= set(written)
+    assert seen == {0, 1, 2, 3}  # uniform over the first n = 4 positions
+
+
+def test_reference_quirks_keep_the_zero_rows_of_class_0_in_the_contents():
+    keys, labels = random_batch(2, 6, 6, 3, 4, seed=6)
+    for kind in ("pixel", "segment"):
+        memory = ClassMemory(num_classes=3, dim=4, size=10, kind=kind, reference_quirks=True)
+        for _ in range(2):  # before and after a write: class 0 is never written, its 10 zero rows always take part
+            rows, row_labels = memory.contents()
+            class_0 = row_labels == 0
+            assert int(class_0.sum()) == 10 and torch.equal(rows[class_0], torch.zeros(10, 4))
+            assert torch.equal(rows[~class_0], memory.queue[1:][torch.arange(10) < memory.filled[1:, None]])
+            memory.update(keys, labels, generator=seeded())
+        assert int(memory.filled[0]) == 0
+    both = PixelSegmentMemory(3, 4, 10, kinds="both", reference_quirks=True)
+    rows, row_labels = both.contents()
+    assert int((row_labels == 0).sum()) == 20 and not rows.any()  # one zero block per queue, as the reference's
+    assert ClassMemory(num_classes=3, dim=4, size=10).contents()[0].shape == (0, 4)  # without quirks: nothing
 
 
 # ---------------------------------------------------------------------------------------------------------------

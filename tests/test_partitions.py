@@ -1,5 +1,6 @@
 """Semi-supervised partitions: nested, deterministic, committed split lists equal to the function, clear errors."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,17 @@ def test_make_partitions_script_writes_the_committed_lists(tmp_path):
     load_data_script("make_partitions").main(["--num-images", "256", "--out", str(tmp_path)])
     for name, _ in STANDARD_FRACTIONS:
         assert (tmp_path / f"{name}.txt").read_text() == (SPLITS / "synthscapes_train_256" / f"{name}.txt").read_text()
+
+
+def test_a_long_split_list_reads_in_linear_time_and_names_its_duplicate(tmp_path):
+    ids = [f"2008_{number:06d}" for number in range(100_000)]
+    path = tmp_path / "long.txt"
+    write_split_list(path, ids, header="100,000 ids")
+    started = time.perf_counter()
+    assert read_split_list(path) == ids
+    assert time.perf_counter() - started < 0.5
+    write_split_list(path, ids + [ids[123], ids[99_999]])
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"long\.txt.*\['2008_000123', '2008_099999'\] more than once"):
+        read_split_list(path)
+    assert time.perf_counter() - started < 0.5

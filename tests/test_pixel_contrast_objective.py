@@ -1,13 +1,14 @@
 """The pixel-contrast objective inside the engine: terms, warm-up, memory in checkpoints, projection head."""
 
-
+import pytest
 import torch
 
-from contrastseg.config import smoke
+from contrastseg.config import preset, smoke
 from contrastseg.engine import read_log, train
 from contrastseg.engine.checkpoint import load_checkpoint
 from contrastseg.engine.train import build_model
 from contrastseg.objectives import PixelContrastObjective, build_objective, weighted_total
+from contrastseg.objectives import pixel_contrast as pixel_contrast_module
 
 SHORT = dict(steps=8, checkpoint_every=4, num_train=16, num_val=4, batch_size=4)
 
@@ -70,3 +71,67 @@ def test_memory_is_checkpointed_and_a_resumed_run_equals_an_uninterrupted_one(tm
     assert [r["contrast"] for r in whole] == [r["contrast"] for r in split]
     queue = load_checkpoint(tmp_path / "split" / "last.ckpt")["objective"]
     assert any(name.endswith("filled") and value.sum() > 0 for name, value in queue.items())
+
+
+def full_pixel_queue(cfg, num_classes=9, seed=0):
+    """Rows of a full pixel queue at the config's size: ``memory_size`` random unit rows per class."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.nn.functional.normalize(torch.randn(num_classes * cfg.memory_size, cfg.proj_dim,
+                                                     generator=generator), dim=1)
+    return rows, torch.arange(num_classes).repeat_interleave(cfg.memory_size)
+
+
+@pytest.mark.parametrize("preset_name", ["smoke", "demo"])
+def test_semi_hard_and_hardest_memory_sampling_pick_different_rows_at_the_presets(preset_name):
+    selected = {}
+    for mode in ("hardest", "semi_hard"):
+        cfg = preset(preset_name, method="pixel_contrast", memory="pixel", memory_sampling=mode)
+        objective = build_objective(cfg, 9)
+        assert objective.semi_hard_pool == cfg.semi_hard_pool
+        rows, row_labels = full_pixel_queue(cfg)
+        anchors = torch.nn.functional.normalize(torch.randn(4, cfg.proj_dim, generator=torch.Generator()
+                                                            .manual_seed(1)), dim=1)
+        anchor_labels = torch.tensor([0, 3, 5, 8])
+        torch.manual_seed(2)
+        selected[mode] = objective.select_memory_rows(anchors, anchor_labels, rows, row_labels)
+    positive = anchor_labels[:, None] == row_labels[None]
+    for mask in selected.values():
+        assert ((mask & positive).sum(1) == cfg.num_positives).all()
+        assert ((mask & ~positive).sum(1) == cfg.num_negatives).all()
+    for anchor in range(4):
+        hardest, semi_hard = selected["hardest"][anchor], selected["semi_hard"][anchor]
+        assert not torch.equal(hardest & positive[anchor], semi_hard & positive[anchor])
+        assert not torch.equal(hardest & ~positive[anchor], semi_hard & ~positive[anchor])
+
+
+def test_semi_hard_pool_is_checked_and_reaches_the_selection(monkeypatch):
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="semi_hard_pool"):
+            smoke(semi_hard_pool=bad)
+    assert "semi_hard_pool" in PixelContrastObjective.config_fields
+    calls = []
+    monkeypatch.setattr(pixel_contrast_module, "select_contrast",
+                        lambda *args, **kwargs: calls.append((args, kwargs)) or torch.ones(2, 3, dtype=torch.bool))
+    objective = build_objective(smoke(method="pixel_contrast", memory="pixel", memory_sampling="semi_hard",
+                                      semi_hard_pool=0.3), 9)
+    objective.select_memory_rows(torch.zeros(2, 32), torch.zeros(2, dtype=torch.long), torch.zeros(3, 32),
+                                 torch.zeros(3, dtype=torch.long))
+    assert calls and calls[0][1]["semi_hard_fraction"] == 0.3
+
+
+def test_reference_quirks_contrast_with_the_memory_only_including_class_0_zero_rows(monkeypatch):
+    objective = PixelContrastObjective(3, proj_dim=8, memory="both", memory_size=16, max_views=4,
+                                       reference_quirks=True)
+    outputs, labels = fake_outputs()
+    calls = []
+    original = objective.loss.forward
+    monkeypatch.setattr(objective.loss, "forward", lambda *args, **kwargs: calls.append((args, kwargs))
+                        or original(*args, **kwargs))
+    objective(outputs, labels, step=0)
+    objective.after_step(outputs, labels)
+    objective(outputs, labels, step=1)
+    for (anchors, anchor_labels, contrast, contrast_labels), kwargs in calls:
+        assert kwargs.get("memory") is None  # no in-batch contrast: the anchors are not in the contrast set
+        class_0 = contrast_labels == 0
+        assert int(class_0.sum()) == 2 * 16 and not contrast[class_0].any()  # one zero block per queue
+    assert set(calls[-1][0][3].tolist()) == {0, 1, 2}  # after a write: classes 1 and 2 from the memory

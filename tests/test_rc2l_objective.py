@@ -115,7 +115,7 @@ def test_all_below_threshold_teacher_gives_zero_region_terms_with_gradients():
     student, teacher = rc2l_outputs(labels, labels)
     teacher["class_logits"] = torch.zeros_like(teacher["class_logits"])  # uniform: top probability 0.2 < 0.7
     cutmix = CutMix(torch.zeros(2, 16, 16, dtype=torch.bool), torch.tensor([1, 0]))
-    terms = RC2LObjective(NUM_CLASSES, mask_dim=8, proj_dim=4).unlabeled_terms(student, teacher, cutmix)
+    terms = RC2LObjective(NUM_CLASSES, mask_dim=8, region_proj_dim=4).unlabeled_terms(student, teacher, cutmix)
     assert set(terms) == {"rcc", "smc", "rmc", "rfc"}
     for name in terms:
         assert terms[name].item() == 0.0 and terms[name].requires_grad
@@ -124,7 +124,7 @@ def test_all_below_threshold_teacher_gives_zero_region_terms_with_gradients():
         assert leaf.grad is None or (torch.isfinite(leaf.grad).all() and not leaf.grad.any())
     # MaskFormer's rule instead: every query is pushed to "no object"
     student, _ = rc2l_outputs(labels, labels)
-    objective = RC2LObjective(NUM_CLASSES, mask_dim=8, proj_dim=4, rcc_unmatched=True)
+    objective = RC2LObjective(NUM_CLASSES, mask_dim=8, region_proj_dim=4, rcc_unmatched=True)
     rcc = objective.unlabeled_terms(student, teacher, cutmix)["rcc"]
     expected = torch.nn.functional.cross_entropy(student["class_logits"].flatten(0, 1), torch.full((12,), NUM_CLASSES))
     torch.testing.assert_close(rcc, expected)
@@ -147,7 +147,7 @@ def test_rcc_scores_the_matched_queries_against_the_teacher_classes():
 
 def test_region_terms_reward_a_student_that_agrees_with_the_teacher():
     labels = label_maps()
-    objective = RC2LObjective(NUM_CLASSES, mask_dim=8, proj_dim=4)
+    objective = RC2LObjective(NUM_CLASSES, mask_dim=8, region_proj_dim=4)
     cutmix = CutMix(torch.zeros(2, 16, 16, dtype=torch.bool), torch.tensor([1, 0]))
     agreeing, teacher = rc2l_outputs(labels, labels, student_noise=0.5)
     agreeing["pixel_features"] = teacher["pixel_features"]
@@ -198,3 +198,24 @@ def test_supervised_baseline_trains_on_the_labeled_images_only(tmp_path):
     cfg = smoke(**{**RC2L_TINY, "method": "mask_classification", "steps": 2, "label_fraction": 0.25})
     train(cfg, tmp_path, progress=False)
     assert "rcc" not in read_log(tmp_path)[-1]
+
+
+def projector_layer_sizes(objective):
+    return [(layer.in_features, layer.out_features) for layer in objective.projector
+            if isinstance(layer, torch.nn.Linear)]
+
+
+def test_region_projector_is_mask_dim_to_mask_dim_to_region_proj_dim():
+    from contrastseg.config import preset
+    from contrastseg.objectives import build_objective
+    from contrastseg.paper_settings import SETTINGS
+
+    cfg = preset("smoke", method="rc2l")  # mask_dim 32, proj_dim 32
+    assert projector_layer_sizes(build_objective(cfg, 9)) == [(32, 32), (32, 128)]
+    other = cfg.replace(region_proj_dim=16, proj_dim=64)  # proj_dim (the dense methods' head) plays no part
+    assert projector_layer_sizes(build_objective(other, 9)) == [(32, 32), (32, 16)]
+    paper = preset(f"paper:{next(name for name in SETTINGS if name.startswith('rc2l/'))}", method="rc2l")
+    assert projector_layer_sizes(build_objective(paper, 21)) == [(256, 256), (256, 128)]  # the method's sizes
+    assert "region_proj_dim" in RC2LObjective.config_fields and "proj_dim" not in RC2LObjective.config_fields
+    with pytest.raises(ValueError, match="region_proj_dim"):
+        cfg.replace(region_proj_dim=0)

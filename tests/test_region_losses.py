@@ -136,6 +136,15 @@ def semantic_scores_reference(class_logits, mask_logits):
     return torch.stack(images)
 
 
+def clamp_passing_inward_bce_gradient(score, target, eps):
+    """clamp(score, eps, 1 - eps) as a value; below the range where target > eps, or above it where target < 1 - eps
+    (BCE's gradient at the bound points back into the range), the gradient passes as if there were no clamp."""
+    clamped = torch.clamp(score, eps, 1 - eps)
+    if (score < eps and target > eps) or (score > 1 - eps and target < 1 - eps):
+        return clamped + (score - score.detach())
+    return clamped
+
+
 def semantic_mask_consistency_reference(scores, teacher_semantic, present, valid=None, eps=1e-4):
     scores, teacher_semantic = scores.double(), teacher_semantic.double()
     batch, num_classes, height, width = scores.shape
@@ -147,7 +156,8 @@ def semantic_mask_consistency_reference(scores, teacher_semantic, present, valid
                 continue
             s = {yx: torch.clamp(scores[b, c][yx], eps, 1 - eps) for yx in pixels}
             t = {yx: teacher_semantic[b, c][yx] for yx in pixels}
-            terms = [-(t[yx] * torch.log(s[yx]) + (1 - t[yx]) * torch.log(1 - s[yx])) for yx in pixels]
+            s_bce = {yx: clamp_passing_inward_bce_gradient(scores[b, c][yx], t[yx], eps) for yx in pixels}
+            terms = [-(t[yx] * torch.log(s_bce[yx]) + (1 - t[yx]) * torch.log(1 - s_bce[yx])) for yx in pixels]
             bce = total(terms) / len(pixels) if pixels else total([])
             overlap = total(s[yx] * t[yx] for yx in pixels)
             dice = 1 - (2 * overlap + 1) / (total(s.values()) + total(t.values()) + 1)
@@ -531,6 +541,49 @@ def test_semantic_mask_consistency_is_smallest_for_the_teacher_masks():
     assert perfect.item() == pytest.approx(-math.log(1 - eps), abs=2e-4)
     assert perfect < semantic_mask_consistency(torch.full_like(teacher, 0.5), teacher, present)
     assert perfect < semantic_mask_consistency(1 - teacher, teacher, present)
+
+
+def test_semantic_mask_consistency_pulls_a_confidently_wrong_student_towards_the_teacher_class():
+    # every query is sure of class 1 with a full mask; the teacher sees class 0 everywhere
+    eps = 1e-4
+    class_logits = torch.tensor([[[-20.0, 20.0, -20.0], [-20.0, 20.0, -20.0]]], requires_grad=True)
+    mask_logits = torch.full((1, 2, 3, 3), 5.0, requires_grad=True)
+    teacher = torch.zeros(1, 2, 3, 3)
+    teacher[:, 0] = 1
+    present = torch.tensor([[True, False]])
+    scores = semantic_scores(class_logits, mask_logits)
+    assert scores[0, 0].max() < eps  # below the clamp
+    leaf = scores.detach().requires_grad_()
+    semantic_mask_consistency(leaf, teacher, present, eps=eps).backward()
+    # BCE at the clamp bound: d/ds -log(s) = -1 / eps per pixel, over 9 pixels; dice gives none below the clamp
+    torch.testing.assert_close(leaf.grad[0, 0], torch.full((3, 3), -1 / (9 * eps)))
+    assert torch.equal(leaf.grad[0, 1], torch.zeros(3, 3))  # class 1 is not present
+    semantic_mask_consistency(scores, teacher, present, eps=eps).backward()
+    assert torch.isfinite(class_logits.grad).all() and torch.isfinite(mask_logits.grad).all()
+    assert (class_logits.grad[0, :, 0] < 0).all()  # gradient descent raises the teacher class's logit
+
+
+def test_semantic_mask_consistency_pulls_scores_above_one_back_only_where_the_teacher_says_no():
+    eps = 1e-4
+    scores = torch.tensor([1.3, 1.3, 0.5, -0.2, -0.2], dtype=torch.float64).view(1, 1, 1, 5).requires_grad_()
+    teacher = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0], dtype=torch.float64).view(1, 1, 1, 5)
+    present = torch.ones(1, 1, dtype=torch.bool)
+    value = semantic_mask_consistency(scores, teacher, present, eps=eps)
+    assert_matches(value, semantic_mask_consistency_reference(scores.detach(), teacher, present, eps=eps),
+                   torch.float64)
+    value.backward()
+    bce = scores.grad[0, 0, 0] - torch.autograd.grad(  # the BCE part only: remove the dice part's gradient
+        dice_part(scores, teacher, eps), scores)[0][0, 0, 0]
+    assert bce[0] > 0  # above 1 where the teacher says no: pushed down
+    assert bce[1] == 0  # above 1 where the teacher says yes: not rewarded for growing
+    assert bce[2] < 0  # inside the range: the plain BCE gradient
+    assert bce[3] < 0  # below 0 where the teacher says yes: pushed up
+    assert bce[4] == 0  # below 0 where the teacher says no: left alone
+
+
+def dice_part(scores, teacher, eps):
+    clamped = scores.clamp(eps, 1 - eps)
+    return 1 - (2 * (clamped * teacher).sum() + 1) / (clamped.sum() + teacher.sum() + 1)
 
 
 def test_semantic_mask_consistency_only_counts_present_pairs():

@@ -2,6 +2,7 @@
 
 import math
 import time
+import warnings
 
 import pytest
 import torch
@@ -157,17 +158,21 @@ def test_counts_match_the_reference_loop_on_random_blocks():
     assert torch.equal(counts(sample.indices, sample.is_hard), counts(loop_indices, loop_hard))
 
 
-def test_no_eligible_pair_gives_an_empty_sample():
+def test_no_eligible_pair_gives_an_empty_sample(monkeypatch):
+    monkeypatch.setattr(hard_anchor, "_warned", set(), raising=False)
     labels, predictions = one_class_image(hard=5, easy=5)
-    sample = hard_anchor_sampling(labels, predictions, max_views=100)
+    with pytest.warns(UserWarning, match="drew no anchor"):
+        sample = hard_anchor_sampling(labels, predictions, max_views=100)
     assert sample.num_anchors == 0 and sample.num_pairs == 0 and sample.views_per_pair == 0
     all_ignored = torch.full((2, 8, 8), IGNORE, dtype=torch.int64)
     assert hard_anchor_sampling(all_ignored, torch.zeros_like(all_ignored)).num_anchors == 0
 
 
-def test_ignore_pixels_are_never_sampled():
+def test_ignore_pixels_are_never_sampled(monkeypatch):
+    monkeypatch.setattr(hard_anchor, "_warned", set())
     labels, predictions = blocky_batch(batch=1, height=64, width=64, num_classes=3, block=8)
-    sample = hard_anchor_sampling(labels, predictions, max_samples=10_000, max_views=10_000, generator=seeded())
+    with pytest.warns(UserWarning, match="drew no anchor"):
+        sample = hard_anchor_sampling(labels, predictions, max_samples=10_000, max_views=10_000, generator=seeded())
     valid = labels != IGNORE
     # max_views above every class count: nothing eligible; a small cap takes every class
     assert sample.num_anchors == 0
@@ -365,3 +370,38 @@ def test_selection_handles_empty_inputs_and_bad_modes(bank):
     with pytest.raises(ValueError, match="valid modes"):
         select_contrast(anchors, anchor_labels, memory, memory_labels, "hard")
     assert set(CONTRAST_MODES) == {"all", "random", "hardest", "semi_hard"}
+
+
+def five_class_stripes(side: int = 16, num_classes: int = 5) -> torch.Tensor:
+    """One image of ``side`` x ``side`` pixels in horizontal stripes of ``num_classes`` classes (about equal)."""
+    rows = torch.arange(side) * num_classes // side
+    return rows[None, :, None].expand(1, side, side).clone()
+
+
+def test_no_eligible_pair_warns_once_and_names_max_views(monkeypatch):
+    monkeypatch.setattr(hard_anchor, "_warned", set(), raising=False)
+    labels = five_class_stripes()  # 16 x 16, 5 classes: at most 64 pixels per class
+    with pytest.warns(UserWarning, match=r"max_views=100.*more than 100 pixels"):
+        sample = hard_anchor_sampling(labels, labels.clone(), max_samples=1024, max_views=100)
+    assert sample.num_anchors == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hard_anchor_sampling(labels, labels.clone(), max_samples=1024, max_views=100)  # once per process
+
+
+def test_a_budget_below_one_view_per_pair_warns(monkeypatch):
+    monkeypatch.setattr(hard_anchor, "_warned", set(), raising=False)
+    labels = five_class_stripes()
+    with pytest.warns(UserWarning, match=r"max_samples=3"):
+        sample = hard_anchor_sampling(labels, labels.clone(), max_samples=3, max_views=10)
+    assert sample.num_anchors == 0 and sample.num_pairs == 5
+
+
+def test_no_warning_when_anchors_are_drawn_or_nothing_is_labelled(monkeypatch):
+    monkeypatch.setattr(hard_anchor, "_warned", set(), raising=False)
+    labels = five_class_stripes()
+    all_ignored = torch.full((2, 8, 8), IGNORE, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert hard_anchor_sampling(labels, labels.clone(), max_samples=1024, max_views=16).num_anchors > 0
+        assert hard_anchor_sampling(all_ignored, torch.zeros_like(all_ignored)).num_anchors == 0

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from contrastseg import paths
 from contrastseg.report import ENVIRONMENT_PACKAGES, environment, write_report
 from contrastseg.results import load_results, read_records, results_dir_for, save_figure, save_results
 from contrastseg.suite import format_failures, load_manifest, main, parse_overrides, run_suite
-from contrastseg.tables import reported_numbers
+from contrastseg.tables import reported_numbers, summarize
 
 PARAMS = 'preset = "smoke"\nresults_dir = ""'
 
@@ -242,7 +244,11 @@ def test_save_figure_and_default_results_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CONTRASTSEG_RUNS", str(tmp_path / "store"))
     assert results_dir_for("00_quickstart.ipynb") == tmp_path / "store" / "notebooks" / "00_quickstart"
     monkeypatch.delenv("CONTRASTSEG_RUNS")
-    assert results_dir_for("00_quickstart") == Path("runs") / "notebooks" / "00_quickstart"
+    # in a checkout, the checkout's runs folder, wherever the kernel runs (a notebook's own folder included)
+    assert results_dir_for("00_quickstart") == paths.REPOSITORY / "runs" / "notebooks" / "00_quickstart"
+    monkeypatch.setattr(paths, "REPOSITORY", tmp_path / "not-a-checkout")
+    with pytest.warns(UserWarning, match="writes its runs to"):
+        assert results_dir_for("00_quickstart") == Path("runs") / "notebooks" / "00_quickstart"
 
 
 def test_report_tables_from_outcome_dicts(tmp_path):
@@ -284,6 +290,17 @@ def test_report_puts_the_papers_numbers_beside_ours(tmp_path):
     assert page.count("Table 1 of a paper") == 1  # not repeated among the notebook's results
     assert "Quickstart" not in section
     assert "http" not in page  # self-contained: no external stylesheet, script or image
+
+
+def test_report_shows_no_spread_for_one_seed(tmp_path):
+    """One seed has no standard deviation: "27.3 (n=1)" beside the papers' numbers, never a fake "± 0.0"."""
+    one_seed = summarize(pd.DataFrame({"row": ["CE"], "seed": [0], "miou": [0.2731]}), ("miou",))
+    save_results(tmp_path / "objectives", {"table": one_seed.reset_index().to_dict("records")})
+    outcome = {"notebook": "notebooks/pixel_contrast/table_objectives.ipynb", "title": "Objectives", "status": "ok",
+               "results_dir": str(tmp_path / "objectives")}
+    page = write_report(tmp_path, [outcome], title="T").read_text()
+    section = page[page.index('<h2 id="reported">'):page.index('<h2 id="environment">')]
+    assert "27.3 (n=1)" in section and "±" not in section.replace("&plusmn;", "")
 
 
 def test_report_environment_lists_versions_device_commit_and_date(tmp_path):

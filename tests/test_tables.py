@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from contrastseg.tables import bootstrap_interval, paired_differences
+from contrastseg.tables import (bootstrap_interval, format_differences, format_summary, paired_differences,
+                                spread_text, summarize)
 
 
 def test_bootstrap_interval_holds_the_mean_within_the_range_of_the_values():
@@ -63,4 +64,21 @@ def test_paired_differences_per_seed_with_intervals():
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.0, 0.04))
 
     one_seed = paired_differences(per_seed[per_seed["seed"] == 0], {"d": ("contrast", "CE")}).loc["d"]
-    assert one_seed["std"] == 0.0 and math.isnan(one_seed["ci_low"]) and math.isnan(one_seed["ci_high"])
+    assert math.isnan(one_seed["std"]) and math.isnan(one_seed["ci_low"]) and math.isnan(one_seed["ci_high"])
+
+
+def test_one_seed_shows_no_spread_instead_of_a_zero_one():
+    one_seed = summarize(per_seed_records({"CE": [0.2731], "contrast": [0.3]}), ("miou",))
+    assert math.isnan(one_seed.loc["CE", "miou_std"]) and one_seed.loc["CE", "seeds"] == 1
+    assert format_summary(one_seed) == ["CE: 0.273 (n=1)", "contrast: 0.300 (n=1)"]
+    two_seeds = summarize(per_seed_records({"CE": [0.27, 0.29]}), ("miou",))
+    assert format_summary(two_seeds) == ["CE: 0.280 +- 0.014"]
+    equal_seeds = summarize(per_seed_records({"CE": [0.27, 0.27]}), ("miou",))
+    assert format_summary(equal_seeds) == ["CE: 0.270 +- 0.000"]  # a measured zero spread stays
+
+    differences = paired_differences(per_seed_records({"CE": [0.25], "contrast": [0.3]}), {"d": ("contrast", "CE")})
+    assert format_differences(differences) == ["d: +0.050 (n=1)"]
+    two = paired_differences(per_seed_records({"CE": [0.25, 0.3], "contrast": [0.3, 0.33]}), {"d": ("contrast", "CE")})
+    assert format_differences(two) == ["d: +0.040 +- 0.014"]
+    assert spread_text(27.31, "nan", 1, ".1f", "±") == "27.3 (n=1)"  # a NaN read back from results.json
+    assert spread_text(27.31, 1.0, None, ".1f", "±") == "27.3 ± 1.0"

@@ -1,8 +1,10 @@
 """ExperimentConfig: one frozen dataclass of primitives that names a training run.
 
-A notebook's parameters map onto these fields one to one. The config is validated on creation, and its hash
-names the run's folder in the run store (``contrastseg.runs``), so two notebooks that ask for the same config share
-one trained model.
+A notebook's parameters map onto these fields one to one. The config is validated on creation, and its run key
+(``ExperimentConfig.key``: the fields the run reads, its numerics class and ``RESULTS_FORMAT``) names the run's
+folder in the run store (``contrastseg.runs``), so two notebooks that ask for the same run share one trained model,
+and configs that differ only in fields the run does not read (another method's fields, the loader workers, the
+evaluation protocol) name the same run.
 
 Presets are plain functions: ``smoke()`` (any CPU, seconds) and ``demo()`` (one GPU, or a CPU slowly). Each takes
 field overrides as keyword arguments::
@@ -27,14 +29,18 @@ OPTIMIZERS = ("sgd", "adamw")
 REGION_LOSSES = ("rcc", "smc", "rmc", "rfc")
 SPEEDS = ("deterministic", "fast")
 
-# Fields that do not change what a run computes (beyond the last float bits), so they stay out of the hash:
-# a run trained with 4 loader workers is the same run as one trained with none.
-BOOKKEEPING_FIELDS = frozenset({"device", "num_threads", "num_workers", "checkpoint_every", "speed",
-                                "channels_last", "compile"})
+RESULTS_FORMAT = 2
+"""Part of every run key. Bump it in the same commit as any change that alters what an existing config computes
+(a loss, a sampler, the data generation, the model's initialisation, the evaluation): every stored run then has a key
+that no config asks for any more, so nothing stale is served, and the store reports those runs as older-format."""
 
-# Fields added after runs were stored: left out of the hash while at their default, so older runs keep their hashes.
-LATER_FIELDS = frozenset({"train_split", "crop_width", "base_size", "scale_min", "scale_max", "aux_weight",
-                          "eval_scales", "eval_flip", "eval_window", "num_devices", "sync_bn"})
+# What the training loop itself reads; a method's, a model's and a data set's own fields are declared beside them
+# (``key_fields``). Fields outside every list (device, threads, workers, checkpoint interval, speed switches, the
+# evaluation protocol) do not enter the key: the device enters through the numerics class instead.
+TRAINING_FIELDS = ("method", "optimizer", "steps", "batch_size", "lr", "weight_decay", "poly_power", "seed",
+                   "num_devices")
+SEMI_SUPERVISED_FIELDS = ("ema_momentum", "cutmix_probability", "unlabeled_batch_size")
+EVALUATION_FIELDS = ("boundary_width", "eval_scales", "eval_flip", "eval_window")
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,11 @@ class ExperimentConfig:
         output_stride: backbone output stride, 8 or 16 (the papers use 8).
         aux_weight: weight of the auxiliary cross-entropy (0 = no auxiliary head): an FCN head on the backbone's
             third level, or OCR's soft object regions; the papers use 0.4.
-        pretrained: empty for random initialisation; a path to a local weights file; or ``"timm"`` for timm's
-            default weights, which must already be in the local Hugging Face cache (nothing is downloaded).
+        pretrained: empty for random initialisation; a path to a local weights file (its keys must match the
+            backbone's); or ``"timm"`` for timm's default weights, loaded by timm (downloaded into the Hugging Face
+            cache when not there, unless ``HF_HUB_OFFLINE=1`` is set).
+        reference_heads: the reference code's head forms: HRNet head 3x3 conv + BN + ReLU + Dropout2d(0.1), OCR
+            auxiliary head 3x3 conv.
         num_queries, mask_dim, decoder_layers: size of the mask-classification model (head "mask_classification"):
             queries N, width of its pixel decoder and transformer decoder, transformer decoder layers.
     Method:
@@ -81,8 +90,13 @@ class ExperimentConfig:
         pixels_per_update: pixels written per (image, class) into the pixel queue.
         memory_sampling: which memory rows an anchor contrasts with: "all", "random", "hardest" or "semi_hard".
         num_positives, num_negatives: rows per anchor for the random, hardest and semi-hard samplings.
-        reference_quirks: reproduce the reference code's memory defects (pointer step 1, class 0 dropped, memory
-            rows only without in-batch contrast), to measure what they cost.
+        semi_hard_pool: share of an anchor's memory positives (and, apart, of its negatives) from which "semi_hard"
+            draws its num_positives (num_negatives) at random: the hardest share, at least the K drawn. Semi-hard
+            differs from hardest only above num_positives / memory_size (one full queue: 0.5 at smoke, about 0.2
+            at demo); the paper's 10% does not.
+        reference_quirks: reproduce the reference code's memory defects (pixel pointer step 1, class 0 never
+            written but its zero rows kept in the contrast as class 0, pixel-queue writes from the image's first
+            raster positions, memory rows only without in-batch contrast), to measure what they cost.
     Contextrast (Sung et al. 2024):
         contrast_levels: projected backbone levels, the last ones (4 = the paper; 1 = the last level only).
         reverse_level_weights: lambda 1.0, 0.7, 0.4, 0.1 from the finest level up instead of from the last level down.
@@ -102,6 +116,8 @@ class ExperimentConfig:
         unlabeled_rampup: share of the steps over which the unlabeled terms' weights ramp up (sigmoid ramp).
         region_losses: the unlabeled terms that are on, comma-separated, from "rcc,smc,rmc,rfc".
         rcc_unmatched: RCC also pushes the student's unmatched queries towards "no object" (off: matched ones only).
+        region_proj_dim: output size of RFC's region projector (mask_dim -> mask_dim -> region_proj_dim; the
+            method's 256 -> 256 -> 128 at mask_dim 256).
         cutmix_probability: chance that a student's strong view gets a CutMix box from another unlabeled image.
         unlabeled_batch_size: unlabeled images per step (0 = ``batch_size``).
     Optimisation (poly schedule):
@@ -150,6 +166,7 @@ class ExperimentConfig:
     num_queries: int = 100
     mask_dim: int = 256
     decoder_layers: int = 6
+    reference_heads: bool = False
 
     method: str = "ce"
 
@@ -168,6 +185,7 @@ class ExperimentConfig:
     memory_sampling: str = "all"
     num_positives: int = 1024
     num_negatives: int = 2048
+    semi_hard_pool: float = 0.75
     reference_quirks: bool = False
 
     contrast_levels: int = 4
@@ -187,6 +205,7 @@ class ExperimentConfig:
     unlabeled_rampup: float = 0.1
     region_losses: str = "rcc,smc,rmc,rfc"
     rcc_unmatched: bool = False
+    region_proj_dim: int = 128
     cutmix_probability: float = 0.5
     unlabeled_batch_size: int = 0
 
@@ -225,19 +244,55 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "ExperimentConfig":
         """Build from a dict, rejecting unknown keys with the list of valid ones."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise ValueError(f"unknown config field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
+        _check_field_names(values)
         return cls(**values)
 
+    def key_fields(self) -> dict:
+        """The fields this run reads, by name: the data set's, the model's, the training loop's and the method's.
+
+        A field that the run does not read (a Contextrast field of a CE run, the EMA momentum of a supervised run,
+        the momentum of AdamW) is left out, so changing it names the same run.
+        """
+        from contrastseg.data import DATA_FIELDS
+        from contrastseg.models import model_fields
+        from contrastseg.objectives import OBJECTIVES
+
+        objective = OBJECTIVES[self.method]
+        names = [*DATA_FIELDS, *model_fields(self.head), *TRAINING_FIELDS, *objective.config_fields]
+        if self.optimizer == "sgd":
+            names.append("momentum")
+        if self.num_devices > 1:
+            names.append("sync_bn")
+        if objective.semi_supervised:
+            names.extend(SEMI_SUPERVISED_FIELDS)
+        return {name: getattr(self, name) for name in sorted(set(names))}
+
+    def numerics(self) -> str:
+        """The number format the run trains in: "cpu-fp32", "cuda-bf16" (``amp``), "cuda-tf32" (``speed="fast"``)
+        or "cuda-fp32". ``device="auto"`` resolves on this machine, so a GPU machine and a CPU machine never share
+        a run."""
+        import torch
+
+        on_cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
+        if not on_cuda:
+            return "cpu-fp32"
+        bf16 = not torch.cuda.is_available() or torch.cuda.is_bf16_supported()  # a CUDA machine's usual case
+        if self.amp and bf16:
+            return "cuda-bf16-tf32" if self.speed == "fast" else "cuda-bf16"
+        return "cuda-tf32" if self.speed == "fast" else "cuda-fp32"
+
+    def key(self) -> dict:
+        """What names the run in the store: the results format, the numerics class and the fields the run reads."""
+        return {"format": RESULTS_FORMAT, "numerics": self.numerics(), "fields": self.key_fields()}
+
     def hash(self) -> str:
-        """A stable 12-hex-digit hash of every field that changes what the run computes."""
-        defaults = ExperimentConfig.__dataclass_fields__
-        payload = {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS
-                   and not (k in LATER_FIELDS and v == defaults[k].default)}
-        text = json.dumps(payload, sort_keys=True)
+        """The run key as 12 hex digits (the store's folder is ``<method>-<hash>``)."""
+        text = json.dumps(self.key(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def evaluation_protocol(self) -> dict:
+        """The evaluation fields, which are not part of the run key: one trained model, several protocols."""
+        return {name: getattr(self, name) for name in EVALUATION_FIELDS}
 
     def region_loss_names(self) -> tuple[str, ...]:
         """``region_losses`` as a tuple of names, e.g. ("rcc", "smc")."""
@@ -259,6 +314,8 @@ class ExperimentConfig:
         return int(height), int(width)
 
     def replace(self, **changes) -> "ExperimentConfig":
+        """A copy with ``changes``; an unknown field name raises the error that lists the valid ones."""
+        _check_field_names(changes)
         return dataclasses.replace(self, **changes)
 
 
@@ -289,7 +346,7 @@ MASK_CLASSIFICATION_SETTINGS = {
                  lr=5e-4, weight_decay=1e-4, ema_momentum=0.99),
 }
 """Per preset, the overrides that turn it into a mask-classification setting (the model and the optimiser of the
-supervised baseline and RC²L; ``proj_dim`` stays the preset's): fewer queries and layers than MaskFormer's 100 and 6
+supervised baseline and RC²L): fewer queries and layers than MaskFormer's 100 and 6
 for the small synthetic images, AdamW as in MaskFormer, and an EMA momentum of 0.99 because the runs are short. At
 smoke, 150 steps instead of 300: an RC²L step costs three forward passes (about 8x a CE step on the CPU), and the
 smoke runs only check the pipeline."""
@@ -312,11 +369,18 @@ def preset(name: str, **overrides) -> ExperimentConfig:
         if not setting:
             raise ValueError(f"the paper preset needs a setting, as 'paper:<setting>'; settings: "
                              f"{', '.join(SETTINGS)}")
-        return ExperimentConfig(**(paper_setting(setting).overrides | overrides))
+        return ExperimentConfig.from_dict(paper_setting(setting).overrides | overrides)
     build = lookup({"smoke": smoke, "demo": demo}, name, "preset")
     if lookup(OBJECTIVES, overrides.get("method", "ce"), "method").mask_classification:
         overrides = MASK_CLASSIFICATION_SETTINGS[name] | overrides
     return build(**overrides)
+
+
+def _check_field_names(values: dict) -> None:
+    valid = {f.name for f in fields(ExperimentConfig)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")
 
 
 def _check_types(cfg: ExperimentConfig) -> None:
@@ -404,6 +468,8 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("pixels_per_update", 1 <= cfg.pixels_per_update <= cfg.memory_size, "in [1, memory_size]"),
         ("num_positives", cfg.num_positives >= 1, ">= 1"),
         ("num_negatives", cfg.num_negatives >= 1, ">= 1"),
+        ("semi_hard_pool", 0 < cfg.semi_hard_pool <= 1, "in (0, 1]"),
+        ("region_proj_dim", cfg.region_proj_dim >= 1, ">= 1"),
         ("contrast_levels", 1 <= cfg.contrast_levels <= 4, "between 1 and 4"),
         ("anchor_mixing", 0 <= cfg.anchor_mixing <= 1, "in [0, 1]"),
         ("level_max_pixels", cfg.level_max_pixels >= 1, ">= 1"),

@@ -150,7 +150,8 @@ class RunExplorer:
     Args:
         runs: name -> finished run, all on the same data set at the same image size.
         split: the split whose images are explored.
-        output: the feature map the t-SNE maps show (``viz.EMBEDDING_OUTPUTS``).
+        output: the feature map the t-SNE maps show (``viz.EMBEDDING_OUTPUTS``; for a mask-classification run,
+            "decoder" is its per-pixel mask embedding, and "embedding" does not exist).
         per_class: at most this many pixels of each class in an image's t-SNE map.
         seed: seed of the pixel draw and of the t-SNE.
         device: where the models run ("auto": a GPU when torch sees one).
@@ -272,6 +273,6 @@ class RunExplorer:
 
 def finished_runs_like(cfg: ExperimentConfig, root: str | Path | None = None) -> dict[str, RunResult]:
     """The finished runs of the store on ``cfg``'s data set and image size, by folder name (e.g. "ce-1a2b3c4d5e6f"),
-    for the explorer's run picker."""
+    for the explorer's run picker; dense and mask-classification runs alike."""
     return {result.run_dir.name: result for result in finished_runs(root)
             if (result.config.dataset, result.config.image_size) == (cfg.dataset, cfg.image_size)}

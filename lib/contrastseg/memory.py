@@ -4,17 +4,26 @@
 (image, class) and update) or region means (``kind="segment"``: the re-normalised mean embedding of each (image,
 class)). ``PixelSegmentMemory`` holds a pixel queue, a segment queue or both behind one ``update`` / ``contents``.
 
-What we fix with respect to the reference (``ContrastiveSeg``, ``_dequeue_and_enqueue``; see the spec, Sec. 4.5):
+What we fix with respect to the reference (``ContrastiveSeg``, ``_dequeue_and_enqueue`` and ``_sample_negative``):
 
 * B1 / B1b: the pixel pointer advances by the number of rows written (the reference: by 1, so each write of 10 rows
   overwrites 9 of the previous one) and wraps over the oldest rows (the reference: a write that would pass the end
   overwrites the *last* K slots, the newest data, and resets the pointer to 0).
-* B3: class 0 is a class like the others (the reference never writes it).
+* B3: class 0 is a class like the others (the reference never writes it: it enqueues labels > 0 only; and its
+  ``_sample_negative`` copies the queues of classes 1..K-1 into a zero-filled (K x size, D) buffer labelled 0, so
+  ``size`` zero rows labelled 0 per queue stay in the contrast set, as positives of class-0 anchors and negatives of
+  the others).
+* B2: a pixel write takes the class's features (the reference writes ``this_feat[:, perm[:K]]``, ``perm`` a
+  permutation of the class's n pixels, where ``this_feat[:, idxs[perm[:K]]]`` was meant: K random raster positions
+  among the image's first n, whatever their class, under the class's label).
 * B4: under DDP the rows of every rank are all-gathered and written by every rank in rank order, so all ranks hold the
   same memory made of all ranks' data (the reference kept only rank 0's writes through DDP's buffer broadcast).
 * B5: only filled slots are returned by ``contents``; there is no random initialisation that lingers as "positives".
 
-``reference_quirks=True`` brings back B1, B1b (pixel kind) and B3 (both kinds), only to measure what they cost.
+``reference_quirks=True`` brings back, only to measure what they cost: B1, B1b and B2 (pixel kind) and B3 (both
+kinds: class 0 never written, and ``contents`` returns ``size`` zero rows labelled 0 before the written rows). It
+does not bring back B4 (every rank still writes every rank's rows) nor B5's random rows in unwritten slots. The
+objective's switch of the same name also drops the in-batch contrast (``objectives.pixel_contrast``).
 
 DDP. The queues are registered buffers (saved in checkpoints) but their consistency across ranks does not rely on
 DDP's buffer broadcasting: every rank writes the same gathered rows. Keep the memory outside the module wrapped in
@@ -87,8 +96,11 @@ class ClassMemory(nn.Module):
             ``"segment"``: per (image, class) its mean embedding, re-normalised to unit norm.
         pixels_per_update: pixel kind only (10 in the reference).
         reference_quirks: reproduce the reference's defects B1 (pixel pointer += 1 per write instead of += rows
-            written), B1b (a pixel write that reaches the end goes to the last slots, pointer reset to 0) and B3
-            (class 0 never written). Only to measure their cost; writes are then sequential per (image, class).
+            written), B1b (a pixel write that reaches the end goes to the last slots, pointer reset to 0), B2 (a
+            pixel write takes the features at K random raster positions among the image's first n, n the class's
+            pixel count, instead of K of the class's pixels) and B3 (class 0 never written, and its ``size`` zero
+            rows returned by ``contents`` as class-0 rows). Only to measure their cost; writes are then sequential
+            per (image, class).
         ignore_index: label value never written.
 
     Buffers:
@@ -127,12 +139,20 @@ class ClassMemory(nn.Module):
     def contents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The filled slots (a fresh memory contributes nothing), class by class in slot order.
 
+        With ``reference_quirks``, first ``size`` zero rows labelled 0 (B3: class 0 is never written, yet the
+        reference contrasts with a zero block labelled 0), then the filled slots of the other classes.
+
         Shape:
-            returns: rows (R, D) float and labels (R,) int64, R = ``filled.sum()``.
+            returns: rows (R, D) float and labels (R,) int64, R = ``filled.sum()`` (+ ``size`` with quirks).
         """
         valid = torch.arange(self.size, device=self.queue.device) < self.filled[:, None]
         classes = torch.arange(self.num_classes, device=self.queue.device)[:, None].expand(-1, self.size)
-        return self.queue[valid], classes[valid]
+        rows, labels = self.queue[valid], classes[valid]
+        if self.reference_quirks:
+            zero_rows = self.queue.new_zeros(self.size, self.dim)
+            rows = torch.cat([zero_rows, rows[labels != 0]])
+            labels = torch.cat([labels.new_zeros(self.size), labels[labels != 0]])
+        return rows, labels
 
     @torch.no_grad()
     def update(self, keys: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None) -> None:
@@ -183,7 +203,10 @@ class ClassMemory(nn.Module):
             quota = torch.full_like(counts, self.pixels_per_update)
             quota[-1] = 0
             chosen = sample_within_groups(units, quota, generator, counts)
-            return gather_pixels(keys, chosen), classes.reshape(-1)[chosen], units[chosen]
+            row_labels, row_units = classes.reshape(-1)[chosen], units[chosen]
+            if self.reference_quirks:
+                chosen = _reference_raster_positions(chosen, units, counts, classes.shape[1])
+            return gather_pixels(keys, chosen), row_labels, row_units
         # region means per (image, class); on CUDA the float sums are not bit-reproducible, but under DDP every
         # rank still writes the same (gathered) rows
         sums, _ = class_sums_per_image(keys, labels, self.num_classes, self.ignore_index)
@@ -240,6 +263,20 @@ class ClassMemory(nn.Module):
         self.queue[labels[winners], slots[winners]] = rows[winners].to(self.queue.dtype)
         self.pointer.copy_(torch.tensor(pointer, device=self.pointer.device))
         self.filled.copy_(torch.tensor(filled, device=self.filled.device))
+
+
+def _reference_raster_positions(chosen: torch.Tensor, units: torch.Tensor, counts: torch.Tensor,
+                                pixels_per_image: int) -> torch.Tensor:
+    """The reference's pixel write (B2): the j-th pixel of a unit (in raster order) is replaced by the image's pixel
+    at raster position j, so K uniform pixels of a class of n pixels become K uniform positions among 0..n-1.
+
+    Shape: chosen (R,) flat pixel indices; units (B * h * w,) unit per pixel; counts (G,) pixels per unit -> (R,).
+    """
+    order = torch.argsort(units, stable=True)  # image-major, raster order within each unit
+    rank = torch.empty_like(units)
+    rank[order] = torch.arange(units.numel(), device=units.device) - (counts.cumsum(0) - counts)[units[order]]
+    image = chosen.div(pixels_per_image, rounding_mode="floor")
+    return image * pixels_per_image + rank[chosen]
 
 
 class PixelSegmentMemory(nn.Module):

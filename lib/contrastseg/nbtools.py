@@ -5,7 +5,8 @@ A committed notebook carries the outputs of the smoke preset, which nbval compar
 
     python -m contrastseg.nbtools notebooks/00_quickstart.ipynb      # or: make notebooks
 
-Each notebook runs in a fresh temporary run store, as in CI, so its outputs never depend on cached runs. Then the
+The notebooks of one call share one fresh temporary run store, as in CI, so their outputs never depend on runs
+cached before, and a run that two notebooks use is trained once. Then the
 tool removes papermill's and the kernel's metadata (timings, timestamps, widget state), stderr streams (progress
 bars) and widget views (a fresh model id each run, and nothing to show once the widget state is gone), so a rerun
 that computes the same numbers changes nothing in git.
@@ -40,14 +41,12 @@ def strip_volatile(notebook) -> None:
 
 
 def refresh(path: str | os.PathLike) -> None:
-    """Execute ``path`` in place with its own parameters in a fresh run store, then strip volatile parts."""
+    """Execute ``path`` in place with its own parameters (in the current run store), then strip volatile parts."""
     import nbformat
     import papermill
 
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="contrastseg-refresh-") as store, environ(**{RUNS_ENV: store}):
-        papermill.execute_notebook(str(path), str(path), kernel_name="python3", progress_bar=False,
-                                   cwd=str(path.parent))
+    papermill.execute_notebook(str(path), str(path), kernel_name="python3", progress_bar=False, cwd=str(path.parent))
     notebook = nbformat.read(path, as_version=4)
     strip_volatile(notebook)
     nbformat.write(notebook, path)
@@ -57,9 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    for path in args.notebooks:
-        print(f"refreshing {path}", file=sys.stderr)
-        refresh(path)
+    with tempfile.TemporaryDirectory(prefix="contrastseg-refresh-") as store, environ(**{RUNS_ENV: store}):
+        for path in args.notebooks:
+            print(f"refreshing {path}", file=sys.stderr)
+            refresh(path)
     return 0
 
 

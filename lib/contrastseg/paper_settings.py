@@ -5,9 +5,9 @@ the preset name ``"paper:<setting>"``::
 
     cfg = preset("paper:pixel_contrast/cityscapes/hrnet_w48", method="pixel_contrast")
 
-so a notebook's ``preset`` parameter carries it and no notebook code changes between presets. The values come from
-``../shared/research/`` (pixel_contrast.md section 7, contextrast_rc2l.md sections A.5 and B.4); each setting
-names its source, and ``verified`` says whether the values were read in the paper itself. None could be: the
+so a notebook's ``preset`` parameter carries it and no notebook code changes between presets. Where the values come
+from is summarised in ``docs/methods.md#paper-settings``; each setting names its source, and ``verified`` says
+whether the values were read in the paper itself. None could be: the
 reference code's configs (pixel contrast) and our design defaults where the papers are silent stand in.
 
 Data roots are relative (``"cityscapes"``) and resolved under ``$CONTRASTSEG_DATA`` (default ``./data``, see
@@ -52,13 +52,15 @@ COMMON = dict(num_train=0, num_val=0, pretrained="timm", num_threads=0, num_work
 # The reference's pixel-contrast hyper-parameters (tfzhou/ContrastiveSeg configs), at their real scale.
 PIXEL_CONTRAST = dict(proj_dim=256, contrast_weight=0.1, contrast_warmup=5000, temperature=0.1, base_temperature=0.07,
                       max_samples=1024, max_views=100, memory_size=5000, pixels_per_update=10)
-# The mask-classification model at MaskFormer's size, with its optimiser (contextrast_rc2l.md B.4; unknown for RC²L).
+# The mask-classification model at MaskFormer's size, with its optimiser (design: unknown for RC²L).
 MASKFORMER = dict(head="mask_classification", num_queries=100, mask_dim=256, decoder_layers=6, optimizer="adamw",
                   lr=1e-4, weight_decay=1e-4, ema_momentum=0.999, proj_dim=256)
 
+# The papers' models; the HRNet and OCR heads in the pixel-contrast reference code's forms (tfzhou/ContrastiveSeg,
+# ``reference_heads``).
 MODELS = {
-    "hrnet_w48": dict(backbone="hrnet_w48", head="hrnet"),
-    "hrnet_w48_ocr": dict(backbone="hrnet_w48", head="ocr", aux_weight=0.4),
+    "hrnet_w48": dict(backbone="hrnet_w48", head="hrnet", reference_heads=True),
+    "hrnet_w48_ocr": dict(backbone="hrnet_w48", head="ocr", aux_weight=0.4, reference_heads=True),
     "deeplabv3_r101": dict(backbone="resnet101s", head="deeplabv3", output_stride=8, aux_weight=0.4),  # deep stem
     "maskformer_r101": dict(backbone="resnet101", output_stride=32, **MASKFORMER),
 }
@@ -71,7 +73,7 @@ class PaperSetting:
     Args:
         name: ``<paper>/<data set>/<model>``.
         overrides: ExperimentConfig fields on top of the defaults (the method comes from the notebook's row).
-        source: where the values were read (a research-note section), or "design" parts named in ``note``.
+        source: where the values come from; the parts that are design are named in ``note``.
         verified: the values were read in the paper itself.
         note: what is a design choice here.
     """
@@ -98,9 +100,9 @@ def _setting(paper: str, dataset: str, model: str, source: str, note: str = "", 
 
 
 CITYSCAPES_CROP = dict(image_size=512, crop_width=1024, base_size=1024)
-_PC_SOURCE = "research/pixel_contrast.md 7.1 (the reference's configs and scripts; the paper's Sec. 4.1 unread)"
-_CTX_SOURCE = "research/contextrast_rc2l.md A.5 (paper text without its tables; LR and WD are design)"
-_RC2L_SOURCE = "research/contextrast_rc2l.md B.4 (design: RC²L's settings are unknown)"
+_PC_SOURCE = "the reference's configs and scripts (the paper's Sec. 4.1 unread); docs/methods.md#paper-settings"
+_CTX_SOURCE = "the paper's text without its tables; LR and WD are our choice; docs/methods.md#paper-settings"
+_RC2L_SOURCE = "our choice: RC²L's settings are unknown; docs/methods.md#paper-settings"
 
 SETTINGS: dict[str, PaperSetting] = {s.name: s for s in [
     *[_setting("pixel_contrast", "cityscapes", model, _PC_SOURCE, batch_size=8, steps=40000, lr=0.01,

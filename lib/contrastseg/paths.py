@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -12,9 +13,28 @@ RUNS_ENV = "CONTRASTSEG_RUNS"
 DATA_ENV = "CONTRASTSEG_DATA"
 
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+"""The checkout this package is imported from, when it is one (an editable install); see ``runs_root``."""
+
+
 def runs_root() -> Path:
-    """The root of everything this project writes: ``$CONTRASTSEG_RUNS`` or ``./runs``."""
-    return Path(os.environ.get(RUNS_ENV) or "runs")
+    """The root of everything this project writes: ``$CONTRASTSEG_RUNS``; else the checkout's ``runs`` folder, so
+    that notebooks started in any folder share one store; else (an installed package) ``./runs``, said once."""
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV])
+    if (REPOSITORY / "pyproject.toml").is_file() and (REPOSITORY / "lib" / "contrastseg").is_dir():
+        return REPOSITORY / "runs"
+    _say_once(f"contrastseg writes its runs to {Path('runs').resolve()} (set ${RUNS_ENV} to choose the folder)")
+    return Path("runs")
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def data_root() -> Path:

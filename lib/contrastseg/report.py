@@ -10,7 +10,12 @@ Results tables: nested dicts are flattened to dotted names (``per_class.road``);
 Papers' numbers: a notebook at ``notebooks/<paper>/table_<table>.ipynb`` (or ``fig_<table>.ipynb``) gets
 ``contrastseg.tables.reported_numbers(paper, table)``, the numbers its own cells show; a notebook elsewhere (one
 that compares across papers) saves its records under the ``reported`` key of its results instead. Each is shown with
-its source and verification status, beside our mean +- std of the same row where its ``table`` results have one.
+its source and verification status, beside our mean +- std of the same row where its ``table`` results have one
+(``mean (n=1)`` for one seed: no spread is shown where there is none).
+
+Idle methods: a row of a notebook's ``table`` results (``contrastseg.tables.summarize`` records) whose
+``method_active`` share is below ``IDLE_SHARE`` (its method term was zero on more than half of its steps: no anchor,
+no teacher region, ...) gets a warning in its notebook's section and in the contents, naming the row and the share.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ import json
 import os
 import platform
 import re
-import subprocess
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from contrastseg.provenance import UNKNOWN_COMMIT, git_commit, package_versions
 
 from .results import RESULTS_FILE, load_results
 
@@ -47,8 +52,9 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; padding: .05rem .5rem; border-radius: .8rem; font-size: .8rem; font-weight: 600;
          color: #fff; vertical-align: middle; }
 .ok { background: #2e7d32; } .failed { background: #c62828; } .skipped { background: #607d8b; }
-.unverified { background: #ef6c00; }
+.unverified { background: #ef6c00; } .idle { background: #ef6c00; }
 .error { color: #c62828; font-weight: 600; }
+.warning { color: #9a4a00; }
 figure { display: inline-block; margin: .3rem 1rem .8rem 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #666; font-size: .8rem; }
@@ -58,6 +64,7 @@ ENVIRONMENT_PACKAGES = ("contrastseg", "torch", "torchvision", "timm", "numpy", 
 REPORTED_KEY = "reported"  # results key of a notebook's own reported-number records
 REPORTED_METRICS = {"mIoU": "miou"}  # a reported metric -> our summary column (``<key>_mean``, ``<key>_std``)
 TABLE_NOTEBOOK = re.compile(r"(?:table|fig)_(?P<table>.+)")
+IDLE_SHARE = 0.5  # a row whose method term was non-zero on a smaller share of its steps is flagged
 
 
 def write_report(
@@ -84,6 +91,9 @@ def write_report(
     if n_skipped:
         summary += f" ({n_skipped} skipped as current)"
     summary += f", {n_failed} failed"
+    n_idle = sum(len(idle_rows(results)) for results, _ in loaded)
+    if n_idle:
+        summary += f"; {n_idle} table row(s) whose method term was zero on more than half of the steps"
 
     parts = [
         "<!DOCTYPE html>",
@@ -91,7 +101,7 @@ def write_report(
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(summary)}</p>',
-        _contents(items),
+        _contents(items, [results for results, _ in loaded]),
         '<p class="meta"><a href="#reported">Papers\' numbers beside ours</a> &middot; '
         '<a href="#environment">Environment</a></p>',
     ]
@@ -110,27 +120,11 @@ def write_report(
 def environment() -> dict[str, str]:
     """Python and the installed ``ENVIRONMENT_PACKAGES`` with their versions, platform, device, git commit and date,
     for the report's footer (missing pieces are left out)."""
-    env = {"python": platform.python_version()}
-    for package in ENVIRONMENT_PACKAGES:
-        try:
-            env[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
+    env = package_versions(ENVIRONMENT_PACKAGES)
     env["platform"] = platform.platform()
     env["device"] = device_description()
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,  # this package's checkout, wherever the batch runs from
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        if commit:
-            env["git commit"] = commit
-    except (OSError, subprocess.SubprocessError):
-        pass
+    if git_commit() != UNKNOWN_COMMIT:
+        env["git commit"] = git_commit()
     env["date"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     return env
 
@@ -156,6 +150,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def idle_rows(results: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """(row, share) for each row of the ``table`` results whose ``method_active`` share is below ``IDLE_SHARE``."""
+    table = results.get("table")
+    if not isinstance(table, list):
+        return []
+    return [(str(row.get("row", "?")), float(row["method_active"])) for row in table
+            if isinstance(row, dict) and isinstance(row.get("method_active"), (int, float))
+            and not isinstance(row.get("method_active"), bool) and row["method_active"] < IDLE_SHARE]
 
 
 def reported_records(notebook: str, results: Mapping[str, Any]) -> list[dict]:
@@ -212,6 +216,12 @@ def _section(i: int, item: dict, preset_dir: Path, results: dict, error: str | N
 
     if error:
         out.append(f'<p class="error">{_e(error)}</p>')
+    if item.get("provenance"):
+        out.append(f'<p class="warning"><span class="badge idle">other commit</span> {_e(item["provenance"])}</p>')
+    for row, share in idle_rows(results):
+        out.append(f'<p class="warning"><span class="badge idle">method idle</span> row <b>{_e(row)}</b>: its '
+                   f"method term was non-zero on {100 * share:.0f} % of its steps (zero on {100 * (1 - share):.0f} %)"
+                   "; its numbers say little about the method.</p>")
     shown = {key: value for key, value in results.items() if key != REPORTED_KEY}  # those get their own section
     if shown:
         out.append(f"<h3>Results</h3>{results_html(shown)}")
@@ -231,7 +241,8 @@ def _reported_section(items: list[dict], results: list[dict]) -> str:
 
     out = ['<h2 id="reported">Papers\' numbers beside ours</h2>',
            '<p class="meta">The papers\' settings differ from ours (real data sets, larger models): compare '
-           "directions, not values. Ours: mean &plusmn; std over seeds of the same row, in percent. Who reported a "
+           "directions, not values. Ours: mean &plusmn; std over seeds of the same row, in percent (n=1: one "
+           "seed, no spread). Who reported a "
            "number: " + "; ".join(f"{_e(label)} = {_e(text)}" for label, text in REPORTED_LABELS.items()) + ".</p>"]
     intro = len(out)
     for i, (item, notebook_results) in enumerate(zip(items, results)):
@@ -263,12 +274,20 @@ def _reported_table(records: list[dict], table: Any) -> str:
 
 
 def _ours(summary_row: Mapping[str, Any] | None, metric: str | None) -> str:
-    """Our mean +- std of a reported metric in percent, from a ``summarize`` record; "n/a" without a counterpart."""
+    """Our mean +- std of a reported metric in percent, from a ``summarize`` record (``mean (n=1)`` for one seed);
+    "n/a" without a counterpart."""
+    from .tables import spread_text
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     key = REPORTED_METRICS.get(metric or "")
-    values = [summary_row.get(f"{key}_{stat}") for stat in ("mean", "std")] if key and summary_row else []
-    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    if not key or not summary_row or not number(summary_row.get(f"{key}_mean")):
         return "n/a"
-    return f"{100 * values[0]:.1f} ± {100 * values[1]:.1f}"
+    std = summary_row.get(f"{key}_std")  # NaN (one seed) is read back from results.json as the string "nan"
+    seeds = summary_row.get("seeds")
+    return spread_text(100 * summary_row[f"{key}_mean"], 100 * std if number(std) else None,
+                       seeds if number(seeds) else None, number_format=".1f", plus_minus="±")
 
 
 def results_html(results: Mapping[str, Any]) -> str:
@@ -345,15 +364,18 @@ def _figure(path: Path) -> str:
     )
 
 
-def _contents(items: list[dict]) -> str:
+def _contents(items: list[dict], results: list[dict]) -> str:
     rows = ["<table><tr><th>notebook</th><th>status</th><th>run time</th></tr>"]
-    for i, item in enumerate(items):
+    for i, (item, notebook_results) in enumerate(zip(items, results)):
         status = "skipped (current)" if item.get("skipped") and item.get("status") == "ok" else item.get("status")
         seconds = item.get("seconds")
         run_time = f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "n/a"
         name = item.get("title") or item.get("notebook", "?")
+        idle = idle_rows(notebook_results)
+        flag = f' <span class="badge idle">{len(idle)} row(s) with an idle method</span>' if idle else ""
         rows.append(
-            f'<tr><td><a href="#nb{i}">{_e(name)}</a></td><td>{_e(status)}</td><td class="num">{run_time}</td></tr>'
+            f'<tr><td><a href="#nb{i}">{_e(name)}</a></td><td>{_e(status)}{flag}</td>'
+            f'<td class="num">{run_time}</td></tr>'
         )
     rows.append("</table>")
     return "".join(rows)

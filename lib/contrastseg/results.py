@@ -12,7 +12,8 @@ run by hand can use ``results_dir or results_dir_for("00_quickstart")``.
 
 Values are made JSON-able (NumPy and torch scalars and arrays become numbers and lists, tuples become lists) and
 floats are rounded to ``ndigits`` decimals, so that outputs compared by nbval do not change in the last float bits
-(see research/tooling.md, section 4). Non-finite floats become the strings ``"nan"``, ``"inf"`` and ``"-inf"``.
+(CPU runs differ by about 1e-6 between thread counts or CPUs; 3 decimals absorb that). Non-finite floats become the
+strings ``"nan"``, ``"inf"`` and ``"-inf"``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,18 @@
-"""The run store: one folder per config hash, holding the run's config, checkpoint, step log and metrics.
+"""The run store: one folder per run key, holding the run's config, key, checkpoint, step log and metrics.
 
 ``get_or_train(cfg)`` trains a config once and returns the cached result afterwards, so a figure notebook reuses the
 runs that a table notebook trained. An interrupted run resumes from its last checkpoint. Two processes that ask for
 the same run at once are serialised by a lock file: the second waits, then reads the first one's result.
+
+The key (``ExperimentConfig.key``) holds the fields the run reads, its numerics class (cpu-fp32, cuda-bf16, ...)
+and the results format (``config.RESULTS_FORMAT``), so a CPU run is never served for a GPU config and a run computed
+by code of an older results format is never served at all: the store reports such folders (``older_runs``) and
+leaves them alone. A run trained at another git commit of the same results format is reused (that is the cache);
+``RunResult.trained_elsewhere`` says so, the table notebooks print it, and ``force=True`` retrains.
+
+The evaluation protocol (``eval_scales``, ``eval_flip``, ``eval_window``, ``boundary_width``) is not part of the
+key: a config that asks a stored model for another protocol evaluates it without retraining
+(``RunResult.evaluate``), and the metrics of each protocol are kept in ``evaluations/`` of the run's folder.
 
 In a dry run (``$CONTRASTSEG_PLAN`` set, see ``contrastseg.plan``) ``get_or_train`` only records the config.
 
@@ -10,13 +20,16 @@ A run with ``num_devices`` > 1 trains under torchrun, started as a subprocess (`
 --standalone``), and its metrics are read back from its folder. ``get_or_train_many`` trains independent runs side
 by side, one per GPU, when the machine has several (``dispatch_slots``).
 
-The store lives in ``./runs/store`` unless the environment variable ``CONTRASTSEG_RUNS`` names another root.
+The store lives in ``<runs root>/store``: ``$CONTRASTSEG_RUNS``, else the ``runs`` folder of the repository this
+package is imported from (``contrastseg.paths.runs_root``).
 """
 
 from __future__ import annotations
 
-import fcntl
+import hashlib
 import json
+import shutil
+import warnings
 import os
 import queue
 import subprocess
@@ -27,14 +40,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
-from contrastseg.config import ExperimentConfig
-from contrastseg.engine.train import CHECKPOINT_NAME, METRICS_NAME, load_trained_model, read_log, train
+from contrastseg.config import RESULTS_FORMAT, ExperimentConfig
+from contrastseg.engine.train import (CHECKPOINT_NAME, LOG_NAME, METRICS_NAME, evaluate_run, load_trained_model,
+                                      read_log, train)
 from contrastseg.paths import runs_root
 from contrastseg.plan import placeholder_metrics, plan_file, record
+from contrastseg.provenance import UNKNOWN_COMMIT, git_commit
 
 PARALLEL_ENV = "CONTRASTSEG_PARALLEL_RUNS"
 TRAIN_LOG_NAME = "train.log"
+KEY_NAME = "run_key.json"
+EVALUATIONS_DIR = "evaluations"
 
 def run_dir_for(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
     return Path(root or runs_root()) / "store" / f"{cfg.method}-{cfg.hash()}"
@@ -42,7 +60,8 @@ def run_dir_for(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
 
 @dataclass(frozen=True)
 class RunResult:
-    """A finished run: its config, folder and metrics (``metrics["val"]["miou"]``, ...)."""
+    """A finished run: its config, folder and metrics (``metrics["val"]["miou"]``, ...) under the config's
+    evaluation protocol."""
 
     config: ExperimentConfig
     run_dir: Path
@@ -52,6 +71,16 @@ class RunResult:
     def checkpoint(self) -> Path:
         return self.run_dir / CHECKPOINT_NAME
 
+    @property
+    def trained_commit(self) -> str:
+        """The git commit of the code the run was trained with ("unknown" for a run that did not record it)."""
+        return self.metrics.get("commit", UNKNOWN_COMMIT)
+
+    @property
+    def trained_elsewhere(self) -> bool:
+        """True when the run was trained at another commit than the code now running (or at uncommitted code)."""
+        return self.trained_commit != git_commit() or self.trained_commit.endswith("-dirty")
+
     def load_model(self, device: str | torch.device = "cpu", teacher: bool = False) -> torch.nn.Module:
         """The trained model in eval mode; the EMA teacher of a semi-supervised run with ``teacher=True``."""
         if self.metrics.get("planned"):
@@ -59,16 +88,66 @@ class RunResult:
         return load_trained_model(self.config, self.run_dir, device, teacher=teacher)
 
     def log(self) -> list[dict]:
+        """The logged steps: step, lr, every loss term, "diagnostics" (what the method did) and seconds."""
         return read_log(self.run_dir)
 
+    def evaluate(self, progress: bool = False, **protocol) -> dict:
+        """The val metrics of the stored model under another evaluation protocol, computed once and kept in
+        ``evaluations/`` of the run's folder; e.g. ``result.evaluate(eval_scales="0.75,1,1.25", eval_flip=True)``.
 
-def get_or_train(cfg: ExperimentConfig, *, root: str | Path | None = None, progress: bool = True) -> RunResult:
-    """Return the run of ``cfg`` from the store, training (or resuming) it first if it has not finished."""
-    return _get_or_train(cfg, root, lambda run_dir: train_in(cfg, run_dir, progress=progress))
+        Args:
+            protocol: evaluation fields (``eval_scales``, ``eval_flip``, ``eval_window``, ``boundary_width``);
+                the others stay the config's.
+        """
+        cfg = self.config.replace(**protocol)
+        if cfg.hash() != self.config.hash():
+            raise ValueError(f"evaluate() takes only evaluation fields, got {sorted(protocol)}")
+        return evaluation(cfg, self.run_dir, self.metrics, progress)["val"]
+
+
+def describe_provenance(results: list[RunResult]) -> str:
+    """One sentence on the runs that were trained at another commit than the code now running ("" when none)."""
+    unique = {result.run_dir: result for result in results}.values()
+    elsewhere = [result for result in unique if result.trained_elsewhere]
+    if not elsewhere:
+        return ""
+    commits = sorted({result.trained_commit for result in elsewhere})
+    return (f"{len(elsewhere)} of {len(unique)} runs were trained at another commit than this code "
+            f"({git_commit()}): {', '.join(commits)}; the run key says their computation is the same. "
+            f"`python -m contrastseg.suite --fresh` (or get_or_train(..., force=True)) retrains them.")
+
+
+def evaluation(cfg: ExperimentConfig, run_dir: Path, metrics: dict, progress: bool = False) -> dict:
+    """``metrics`` with "val" and "protocol" of ``cfg``'s evaluation protocol: the training metrics when they were
+    computed under it, else a stored or a new evaluation of the run's model."""
+    protocol = cfg.evaluation_protocol()
+    if metrics.get("protocol", protocol) == protocol or metrics.get("planned"):
+        return metrics
+    name = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:12]
+    path = run_dir / EVALUATIONS_DIR / f"{name}.json"
+    if not path.exists():
+        from contrastseg.engine.train import resolve_device
+
+        device = resolve_device(cfg.device)
+        model = load_trained_model(cfg, run_dir, device)
+        stored = {"protocol": protocol, "val": evaluate_run(cfg, model, device, progress=progress)}
+        path.parent.mkdir(exist_ok=True)
+        write_json_atomically(path, stored)
+    return metrics | json.loads(path.read_text())
+
+
+def get_or_train(cfg: ExperimentConfig, *, root: str | Path | None = None, progress: bool = True,
+                 force: bool = False) -> RunResult:
+    """Return the run of ``cfg`` from the store, training (or resuming) it first if it has not finished.
+
+    Args:
+        force: train afresh even when the store holds the run (its folder is emptied first).
+    """
+    return _get_or_train(cfg, root, lambda run_dir: train_in(cfg, run_dir, progress=progress), force)
 
 
 def get_or_train_many(configs: list[ExperimentConfig], *, root: str | Path | None = None, progress: bool = True,
-                      slots: list[str] | None = None) -> list[RunResult]:
+                      slots: list[str] | None = None, force: bool = False) -> list[RunResult]:
     """``get_or_train`` for each config, the missing runs side by side when there are several slots.
 
     Args:
@@ -77,14 +156,16 @@ def get_or_train_many(configs: list[ExperimentConfig], *, root: str | Path | Non
             slot. Default ``dispatch_slots()``: one per GPU when there are several, else none (one run after the
             other in this process). Each concurrent run is a ``python -m contrastseg.train`` subprocess on its slot;
             a run with ``num_devices`` > 1 waits and then trains alone on every device.
+        force: train every run afresh (each once, however often it is listed).
 
     Returns:
         One RunResult per config, in order.
     """
     slots = dispatch_slots() if slots is None else list(slots)
-    if len(slots) < 2 or plan_file() is not None:
-        return [get_or_train(cfg, root=root, progress=progress) for cfg in configs]
     unique = list({cfg.hash(): cfg for cfg in configs}.values())
+    if len(slots) < 2 or plan_file() is not None:
+        trained = {cfg.hash(): get_or_train(cfg, root=root, progress=progress, force=force) for cfg in unique}
+        return [_with_protocol(trained[cfg.hash()], cfg) for cfg in configs]
     free = queue.Queue()
     for slot in slots:
         free.put(slot)
@@ -92,7 +173,7 @@ def get_or_train_many(configs: list[ExperimentConfig], *, root: str | Path | Non
     def on_a_free_slot(cfg: ExperimentConfig) -> RunResult:
         slot = free.get()
         try:
-            return _get_or_train(cfg, root, lambda run_dir: launch(cfg, run_dir, visible_devices=slot))
+            return _get_or_train(cfg, root, lambda run_dir: launch(cfg, run_dir, visible_devices=slot), force)
         finally:
             free.put(slot)
 
@@ -107,30 +188,94 @@ def get_or_train_many(configs: list[ExperimentConfig], *, root: str | Path | Non
             bar.update()
         for cfg in unique:
             if cfg.num_devices > 1:
-                results[cfg.hash()] = get_or_train(cfg, root=root, progress=progress)
+                results[cfg.hash()] = get_or_train(cfg, root=root, progress=progress, force=force)
                 bar.update()
-    return [results[cfg.hash()] for cfg in configs]
+    return [_with_protocol(results[cfg.hash()], cfg) for cfg in configs]
 
 
-def _get_or_train(cfg: ExperimentConfig, root: str | Path | None, train_into) -> RunResult:
+def _with_protocol(result: RunResult, cfg: ExperimentConfig) -> RunResult:
+    """``result`` seen through ``cfg``, which names the same run but may ask for another evaluation protocol."""
+    if result.config == cfg:
+        return result
+    return RunResult(cfg, result.run_dir, evaluation(cfg, result.run_dir, result.metrics))
+
+
+def _get_or_train(cfg: ExperimentConfig, root: str | Path | None, train_into, force: bool = False) -> RunResult:
     run_dir = run_dir_for(cfg, root)
     planning = plan_file()
     if planning is not None:
         record(cfg, planning)
         return RunResult(cfg, run_dir, placeholder_metrics(cfg))
+    report_older_runs(root)
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
         metrics_path = run_dir / METRICS_NAME
+        if force or _finished_before_fresh(metrics_path):
+            clear_run(run_dir)
         if metrics_path.exists():
-            return RunResult(cfg, run_dir, json.loads(metrics_path.read_text()))
-        write_config(cfg, run_dir)
-        metrics = train_into(run_dir)
+            metrics = json.loads(metrics_path.read_text())
+        else:
+            write_config(cfg, run_dir)
+            metrics = train_into(run_dir)
+        record_use(cfg, run_dir)
+        metrics = evaluation(cfg, run_dir, metrics)
     return RunResult(cfg, run_dir, metrics)
 
 
+def clear_run(run_dir: Path) -> None:
+    """Remove what a training left in ``run_dir`` (metrics, evaluations, checkpoint, logs); the lock stays."""
+    for name in (METRICS_NAME, CHECKPOINT_NAME, LOG_NAME, TRAIN_LOG_NAME, KEY_NAME, "config.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / EVALUATIONS_DIR, ignore_errors=True)
+
+
+USED_RUNS_ENV = "CONTRASTSEG_USED_RUNS"
+"""When set, a file to which ``get_or_train`` appends the key of every run it returns (the suite's stamps)."""
+
+
+def record_use(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """Append the run's folder name and config to ``$CONTRASTSEG_USED_RUNS``, if set."""
+    path = os.environ.get(USED_RUNS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"run": run_dir.name, "config": cfg.to_dict()}, sort_keys=True) + "\n")
+
+
+def older_runs(root: str | Path | None = None) -> list[Path]:
+    """Finished runs of the store that no config of this code names: runs of an older results format (or of no
+    recorded key), which are never served. Delete them, or keep them to compare by hand."""
+    store = Path(root or runs_root()) / "store"
+    older = []
+    for run_dir in sorted(path.parent for path in store.glob(f"*/{METRICS_NAME}")):
+        try:
+            key = json.loads((run_dir / KEY_NAME).read_text())
+        except (OSError, ValueError):
+            key = {}
+        if key.get("format") != RESULTS_FORMAT:
+            older.append(run_dir)
+    return older
+
+
+_REPORTED_STORES: set[Path] = set()
+
+
+def report_older_runs(root: str | Path | None = None) -> None:
+    """Warn once per store and process when it holds runs of an older results format."""
+    store = (Path(root or runs_root()) / "store").resolve()
+    if store in _REPORTED_STORES:
+        return
+    _REPORTED_STORES.add(store)
+    older = older_runs(root)
+    if older:
+        warnings.warn(f"the run store {store} holds {len(older)} run(s) of an older results format (this code writes "
+                      f"format {RESULTS_FORMAT}), e.g. {older[0].name}; they are not reused: their configs train "
+                      f"afresh under new keys. Delete them to free the space.", stacklevel=3)
+
+
 def finished_runs(root: str | Path | None = None) -> list[RunResult]:
-    """Every finished run of the store, by folder name. Runs this version cannot read back are left out: a
-    ``config.json`` with a field since removed, or a folder whose name is no longer its config's hash."""
+    """Every finished run of the store's current results format, by folder name. Folders this code cannot read
+    back are left out: a ``config.json`` with a field since removed, or a folder whose name is not its config's key
+    (an older results format: ``older_runs``)."""
     results = []
     for metrics_path in sorted((Path(root or runs_root()) / "store").glob(f"*/{METRICS_NAME}")):
         try:
@@ -143,8 +288,26 @@ def finished_runs(root: str | Path | None = None) -> list[RunResult]:
 
 
 def write_config(cfg: ExperimentConfig, run_dir: Path) -> None:
-    """``run_dir/config.json``: every field, the file ``python -m contrastseg.train --config`` reads."""
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
+    """``run_dir/config.json`` (every field: the file ``python -m contrastseg.train --config`` reads) and
+    ``run_dir/run_key.json`` (the key that names the folder)."""
+    write_json_atomically(run_dir / "config.json", cfg.to_dict())
+    write_json_atomically(run_dir / KEY_NAME, cfg.key())
+
+
+def write_json_atomically(path: Path, value) -> None:
+    """``path`` holds either its old content or all of ``value`` as JSON, never a part."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(value, indent=1, sort_keys=True))
+    os.replace(temporary, path)
+
+
+FRESH_SINCE_ENV = "CONTRASTSEG_FRESH_SINCE"
+"""When set (a Unix time), runs finished before it are trained again: the suite's ``--fresh``."""
+
+
+def _finished_before_fresh(metrics_path: Path) -> bool:
+    since = os.environ.get(FRESH_SINCE_ENV)
+    return bool(since) and metrics_path.exists() and metrics_path.stat().st_mtime < float(since)
 
 
 def train_in(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) -> dict:
@@ -207,14 +370,14 @@ def dispatch_slots() -> list[str]:
 
 @contextmanager
 def run_lock(run_dir: Path):
-    """An exclusive lock on ``run_dir/.lock`` (released by the OS if the holder dies)."""
-    with open(run_dir / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process to finish the run in {run_dir}", file=sys.stderr)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """An exclusive lock on ``run_dir/.lock`` (``filelock``: released by the OS if the holder dies)."""
+    lock = FileLock(run_dir / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another process to finish the run in {run_dir}", file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

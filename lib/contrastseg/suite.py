@@ -24,8 +24,12 @@ through ``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 
 ``python3`` kernel and the notebook's folder as its working directory.
 
 Resume: after each notebook a stamp (``.suite_stamp.json`` in its results folder) records a hash of the notebook's
-cell sources, the injected parameters and ``contrastseg.__version__``, with the status. A later batch skips a
-notebook whose stamp matches and says ``ok``; failed or interrupted notebooks always run again; ``--force`` reruns all.
+cell sources and injected parameters, the key of every run the notebook used (``runs.USED_RUNS_ENV``), the keys of
+the preset's base configs, and the status. A later batch skips a notebook whose stamp says ``ok`` and is current:
+the same text and parameters, the same preset keys, and every run it used still named by its config under this
+code's run key (``contrastseg.runs``) and finished in the store. So a notebook reruns exactly when its own text or
+one of its runs changed. Failed or interrupted notebooks always run again; ``--force`` reruns every notebook (runs
+stay cached); ``--fresh`` also retrains every run that finished before the batch started.
 
 The paper preset runs each notebook once per paper setting that its manifest entry lists under
 ``parameters: {paper: {settings: [...]}}`` (``contrastseg.paper_settings``), injecting ``preset="paper:<setting>"``;
@@ -51,14 +55,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import contrastseg
-
 from .paths import DATA_ENV, RUNS_ENV, data_root, environ
 from .report import write_report
+from .runs import FRESH_SINCE_ENV, USED_RUNS_ENV
 
 PRESETS = ("smoke", "demo", "paper")
 DEFAULT_MANIFEST = "notebooks/manifest.yaml"
 STAMP_FILE = ".suite_stamp.json"
+USED_RUNS_FILE = ".used_runs.jsonl"
 KERNEL_NAME = "python3"
 RESERVED_PARAMETERS = ("preset", "results_dir")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -96,6 +100,7 @@ class NotebookOutcome:
     output: str | None = None  # executed copy
     results_dir: str | None = None
     parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    provenance: str = ""  # which of its runs were trained at another commit ("" when none)
 
     @property
     def ok(self) -> bool:
@@ -234,17 +239,66 @@ def _resolve_notebook(name: str, manifest_dir: Path) -> Path:
 
 
 def source_hash(notebook_path: str | os.PathLike, parameters: dict[str, Any]) -> str:
-    """sha256 of the notebook's cell types and sources (not outputs), the parameters and the package version."""
+    """sha256 of the notebook's cell types and sources (not outputs) and the parameters."""
     import nbformat
 
     nb = nbformat.read(os.fspath(notebook_path), as_version=4)
-    payload = {
-        "cells": [[cell.cell_type, cell.source] for cell in nb.cells],
-        "parameters": parameters,
-        "version": contrastseg.__version__,
-    }
+    payload = {"cells": [[cell.cell_type, cell.source] for cell in nb.cells], "parameters": parameters}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def preset_keys(preset_name: str) -> dict[str, str]:
+    """The run key of the preset's base config for every method: a change of a preset (or of the key rules) makes
+    the stamps of the notebooks run at it stale, even for the runs a notebook has not asked for yet."""
+    from contrastseg.config import preset as preset_config
+    from contrastseg.objectives import OBJECTIVES
+
+    try:
+        return {method: preset_config(preset_name, method=method).hash() for method in OBJECTIVES}
+    except (TypeError, ValueError):  # a preset that needs data paths or settings: its runs still count
+        return {}
+
+
+def used_runs(record_path: Path) -> list[dict]:
+    """The runs a notebook used, one ``{"run": folder name, "config": fields}`` per run, from its record file."""
+    if not record_path.is_file():
+        return []
+    records = [json.loads(line) for line in record_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return list({record["run"]: record for record in records}.values())
+
+
+def provenance_of(records: list[dict], store_root: Path) -> str:
+    """``runs.describe_provenance`` of the recorded runs that are in the store."""
+    from contrastseg.config import ExperimentConfig
+    from contrastseg.engine.train import METRICS_NAME
+    from contrastseg.runs import RunResult, describe_provenance
+
+    results = []
+    for record in records:
+        run_dir = store_root / "store" / record["run"]
+        try:
+            metrics = json.loads((run_dir / METRICS_NAME).read_text(encoding="utf-8"))
+            results.append(RunResult(ExperimentConfig.from_dict(record["config"]), run_dir, metrics))
+        except (OSError, TypeError, ValueError):
+            continue
+    return describe_provenance(results)
+
+
+def runs_current(records: list[dict], store_root: Path) -> bool:
+    """True when every recorded run is still what its config names under this code, and finished."""
+    from contrastseg.config import ExperimentConfig
+    from contrastseg.engine.train import METRICS_NAME
+    from contrastseg.runs import run_dir_for
+
+    for record in records:
+        try:
+            run_dir = run_dir_for(ExperimentConfig.from_dict(record["config"]), store_root)
+        except (TypeError, ValueError):  # a field since removed or renamed
+            return False
+        if run_dir.name != record["run"] or not (run_dir / METRICS_NAME).is_file():
+            return False
+    return True
 
 
 def _read_stamp(results_dir: Path) -> dict:
@@ -288,7 +342,6 @@ def run_notebook(execution: Execution, preset_dir: Path, force: bool = False,
                  overrides: dict[str, Any] | None = None) -> NotebookOutcome:
     """Run one notebook execution with papermill (or skip it when its executed copy is current); never raises
     for a notebook's own failure. ``overrides`` are parameters for every notebook, over the manifest's."""
-    import papermill
     from papermill.exceptions import PapermillExecutionError
 
     entry = execution.entry
@@ -315,28 +368,26 @@ def run_notebook(execution: Execution, preset_dir: Path, force: bool = False,
         outcome.ename, outcome.evalue = type(exc).__name__, str(exc)
         return outcome
 
+    store_root = Path(os.environ.get(RUNS_ENV) or preset_dir.parent)
+    base_keys = preset_keys(parameters["preset"])
     stamp = _read_stamp(results_dir)
-    if not force and stamp.get("key") == key and stamp.get("status") == "ok" and output.is_file():
+    if (not force and stamp.get("key") == key and stamp.get("status") == "ok" and output.is_file()
+            and stamp.get("preset_keys") == base_keys and runs_current(stamp.get("runs", []), store_root)):
         outcome.status, outcome.skipped, outcome.seconds = "ok", True, stamp.get("seconds")
+        outcome.provenance = provenance_of(stamp["runs"], store_root)
         return outcome
 
     _clear_results(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
+    record_path = results_dir / USED_RUNS_FILE
+    record_path.unlink(missing_ok=True)
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            os.fspath(entry.path),
-            os.fspath(output),
-            parameters=parameters,
-            kernel_name=KERNEL_NAME,
-            progress_bar=False,
-            cwd=os.fspath(entry.path.parent),
-            # ipykernel warns on every start that it runs over TCP without encryption (harmless, local);
-            # keep that out of the progress bar. Errors of the kernel app still show.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
+        with environ(**{USED_RUNS_ENV: str(record_path)}):
+            _execute(entry, output, parameters)
         outcome.status = "ok"
     except PapermillExecutionError as exc:
+
         outcome.cell_index = _source_cell_index(entry.path, exc.cell_index)
         outcome.exec_count = exc.exec_count
         outcome.ename, outcome.evalue = exc.ename, exc.evalue
@@ -346,8 +397,27 @@ def run_notebook(execution: Execution, preset_dir: Path, force: bool = False,
         outcome.ename, outcome.evalue = type(exc).__name__, str(exc)
         outcome.error = f"{type(exc).__name__}: {exc}"
     outcome.seconds = round(time.perf_counter() - start, 2)
-    _write_stamp(results_dir, {"key": key, "status": outcome.status, "seconds": outcome.seconds})
+    used = used_runs(record_path)
+    outcome.provenance = provenance_of(used, store_root)
+    _write_stamp(results_dir, {"key": key, "status": outcome.status, "seconds": outcome.seconds,
+                               "preset_keys": base_keys, "runs": used})
     return outcome
+
+
+def _execute(entry: ManifestEntry, output: Path, parameters: dict[str, Any]) -> None:
+    import papermill
+
+    papermill.execute_notebook(
+        os.fspath(entry.path),
+        os.fspath(output),
+        parameters=parameters,
+        kernel_name=KERNEL_NAME,
+        progress_bar=False,
+        cwd=os.fspath(entry.path.parent),
+        # ipykernel warns on every start that it runs over TCP without encryption (harmless, local);
+        # keep that out of the progress bar. Errors of the kernel app still show.
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+    )
 
 
 def run_suite(
@@ -358,6 +428,7 @@ def run_suite(
     only: str | None = None,
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
+    fresh: bool = False,
 ) -> SuiteResult:
     """Run the manifest's notebooks with ``preset``; see the module docstring.
 
@@ -370,6 +441,7 @@ def run_suite(
         progress: show a progress bar over notebooks (stderr).
         overrides: parameters injected into every notebook, over the manifest's (e.g. ``{"steps": 200}``); a
             notebook without such a parameter gets the assignment anyway, which papermill reports and ignores.
+        fresh: retrain every run that had finished before the batch started (and rerun every notebook).
     """
     from tqdm import tqdm
 
@@ -384,10 +456,11 @@ def run_suite(
 
     result = SuiteResult(preset=preset, outcomes=[])
     bar = tqdm(planned, desc=f"suite {preset}", unit="nb", file=sys.stderr, disable=not progress)
-    with environ(MPLBACKEND="agg", **_kernel_environment(out_root)):
+    fresh_since = {FRESH_SINCE_ENV: repr(time.time())} if fresh else {}
+    with environ(MPLBACKEND="agg", **_kernel_environment(out_root), **fresh_since):
         for execution in bar:
             bar.set_postfix_str(execution.name)
-            result.outcomes.append(run_notebook(execution, preset_dir, force=force, overrides=overrides))
+            result.outcomes.append(run_notebook(execution, preset_dir, force=force or fresh, overrides=overrides))
             result.summary_path = _write_summary(preset_dir, result)  # up to date if the batch is interrupted
     bar.close()
     result.summary_path = _write_summary(preset_dir, result)
@@ -491,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--preset", choices=PRESETS, default="smoke", help="parameter preset (default: smoke)")
     parser.add_argument("--force", action="store_true", help="rerun notebooks whose executed copy is current")
+    parser.add_argument("--fresh", action="store_true",
+                        help="also retrain every run that finished before this batch (implies --force)")
     parser.add_argument("--only", metavar="SUBSTRING", help="run only notebooks whose path contains SUBSTRING")
     parser.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs)")
     parser.add_argument("--manifest", default=DEFAULT_MANIFEST, metavar="FILE", help=f"default: {DEFAULT_MANIFEST}")
@@ -514,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run_suite(
             args.preset, args.manifest, args.out, force=args.force, only=args.only, progress=not args.no_progress,
-            overrides=overrides,
+            overrides=overrides, fresh=args.fresh,
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

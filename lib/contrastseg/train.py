@@ -67,7 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
             runs.write_config(cfg, run_dir)
         metrics = train(cfg, run_dir, progress=not args.no_progress)
+    elif args.run_dir is None:  # the store's way in: its lock, its finished-run check, config.json and key
+        metrics = runs.get_or_train(cfg, progress=not args.no_progress).metrics
     else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_config(cfg, run_dir)
         metrics = runs.train_in(cfg, run_dir, progress=not args.no_progress)
     if not under_torchrun or int(os.environ["RANK"]) == 0:
         val = metrics["val"]

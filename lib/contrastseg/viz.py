@@ -107,14 +107,24 @@ def feature_map(model: torch.nn.Module, image: torch.Tensor, output: str = "deco
     """One image's feature map, on the CPU.
 
     Args:
-        output: "decoder" (the head's features), "backbone" (the backbone's last level) or "embedding" (the
-            projection head's, for the contrastive methods).
+        output: "decoder" (the head's features; for a mask-classification model, its per-pixel mask embeddings,
+            the pixel decoder's output that the queries' mask embeddings are read against), "backbone" (the
+            backbone's last level) or "embedding" (the projection head's, for the contrastive methods on a dense
+            head; a mask-classification model has none).
 
     Shape:
         image: (3, H, W) -> (D, h, w) float32.
     """
+    from contrastseg.models import MaskClassificationSegmentor
+
     if output not in EMBEDDING_OUTPUTS:
         raise ValueError(f"unknown output {output!r}; valid outputs: {', '.join(EMBEDDING_OUTPUTS)}")
+    if isinstance(model, MaskClassificationSegmentor):
+        if output == "embedding":
+            raise ValueError("a mask-classification model has no 'embedding' output (no projection head); its "
+                             "'decoder' output is the per-pixel mask embedding")
+        outputs = model(image.unsqueeze(0).to(device))
+        return (outputs["levels"][-1] if output == "backbone" else outputs["pixel_features"])[0].float().cpu()
     outputs = model(image.unsqueeze(0).to(device), with_embedding=output == "embedding")
     if output == "embedding" and "embedding" not in outputs:
         raise ValueError("the model has no 'embedding' output: only the contrastive methods have a projection head")

@@ -26,6 +26,10 @@ from contrastseg.data.synthscapes import SynthScapes
 from contrastseg.data.transforms import train_transform
 from contrastseg.registry import lookup
 
+DATA_FIELDS = ("dataset", "data_root", "image_size", "crop_width", "base_size", "scale_min", "scale_max",
+               "train_split", "num_train", "num_val", "label_fraction", "partition_file")
+"""The ExperimentConfig fields that choose a run's images, labels and augmentation (part of its run key)."""
+
 
 @dataclass(frozen=True)
 class DatasetInfo:

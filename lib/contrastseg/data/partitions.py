@@ -15,6 +15,7 @@ at 1/8). ``data_scripts/make_partitions.py`` writes them as split lists; the com
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -66,7 +67,7 @@ def read_split_list(path: str | Path) -> list[str]:
     ids = [image_id for image_id in ids if image_id]
     if not ids:
         raise ValueError(f"split list {str(path)!r} lists no image id")
-    repeated = sorted({image_id for image_id in ids if ids.count(image_id) > 1})
+    repeated = sorted(image_id for image_id, count in Counter(ids).items() if count > 1)
     if repeated:
         raise ValueError(f"split list {str(path)!r} lists {repeated[:5]} more than once")
     return ids

@@ -92,6 +92,14 @@ class Distributed:
                                     timeout=datetime.timedelta(minutes=timeout_minutes))
         return context, device
 
+    def gather_objects(self, value) -> list:
+        """Every process's ``value`` (picklable), by rank; ``[value]`` outside torchrun."""
+        if not self.active:
+            return [value]
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
     def mean_values(self, values: dict[str, float], device: torch.device) -> dict[str, float]:
         """Each named value averaged over processes (the same keys, in the same order, on every process)."""
         if not self.active:

@@ -26,10 +26,11 @@ def predict(model: nn.Module, images: torch.Tensor, amp: bool = True, scales: tu
             flip: bool = False, window: tuple[int, int] | None = None) -> torch.Tensor:
     """Class per pixel, from one forward pass or the papers' test-time protocol.
 
-    With the defaults, the argmax of one forward pass. Otherwise the class probabilities (softmax of the model's
-    "logits") are summed over every scale in ``scales`` (the image resized bilinearly by that factor, the
-    probabilities resized back), with the horizontally flipped image too when ``flip`` is set, and each pass runs
-    in overlapping windows of ``window`` = (height, width) pixels when given (see ``window_probabilities``).
+    With the defaults, the argmax of one forward pass. Otherwise the class probabilities (``class_probabilities``:
+    the softmax of a dense model's "logits", a mask-classification model's semantic scores as they are) are summed
+    over every scale in ``scales`` (the image resized bilinearly by that factor, the probabilities resized back),
+    with the horizontally flipped image too when ``flip`` is set, and each pass runs in overlapping windows of
+    ``window`` = (height, width) pixels when given (see ``window_probabilities``).
 
     Shape:
         images: (B, 3, H, W) in [0, 1] -> (B, H, W) int64.
@@ -63,9 +64,23 @@ def multiscale_probabilities(model: nn.Module, images: torch.Tensor, amp: bool, 
     return total
 
 
+def class_probabilities(outputs: dict) -> torch.Tensor:
+    """The per-pixel class scores that the test-time protocol sums over views, from a model's outputs.
+
+    A dense model's "logits" go through a softmax. A mask-classification model (its outputs hold "class_logits")
+    gives as "logits" its semantic scores, already class probabilities summed over the queries (MaskFormer's
+    semantic inference): they are taken as they are.
+
+    Shape:
+        outputs["logits"]: (B, K, H, W) -> (B, K, H, W) float32.
+    """
+    scores = outputs["logits"].float()
+    return scores if "class_logits" in outputs else scores.softmax(1)
+
+
 def window_probabilities(model: nn.Module, images: torch.Tensor, amp: bool,
                          window: tuple[int, int] | None) -> torch.Tensor:
-    """Softmax class probabilities of the whole image, or averaged over overlapping sliding windows.
+    """Class probabilities (``class_probabilities``) of the whole image, or averaged over overlapping sliding windows.
 
     Windows of ``window`` pixels (clipped to the image) step by two thirds of their size, the last one flush with
     the far edge, so every pixel is covered; where windows overlap their probabilities are averaged.
@@ -75,7 +90,7 @@ def window_probabilities(model: nn.Module, images: torch.Tensor, amp: bool,
     """
     if window is None:
         with autocast_for(images.device, amp):
-            return model(images)["logits"].float().softmax(1)
+            return class_probabilities(model(images))
     height, width = images.shape[-2:]
     window_height, window_width = min(window[0], height), min(window[1], width)
     total = counts = None
@@ -83,7 +98,7 @@ def window_probabilities(model: nn.Module, images: torch.Tensor, amp: bool,
         for left in window_starts(width, window_width):
             crop = images[..., top:top + window_height, left:left + window_width]
             with autocast_for(images.device, amp):
-                probabilities = model(crop)["logits"].float().softmax(1)
+                probabilities = class_probabilities(model(crop))
             if total is None:
                 total = images.new_zeros(len(images), probabilities.shape[1], height, width, dtype=torch.float32)
                 counts = images.new_zeros(1, 1, height, width, dtype=torch.float32)

@@ -21,6 +21,7 @@ from contrastseg.config import ExperimentConfig
 from contrastseg.data import build_dataset, dataset_info
 from contrastseg.data.partitions import image_ids, split_labeled
 from contrastseg.paths import resolve_data_root
+from contrastseg.provenance import training_provenance
 from contrastseg.data.transforms import WeakStrongViews, strong_photometric, train_transform
 from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
 from contrastseg.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -60,7 +61,7 @@ def build_model(cfg: ExperimentConfig) -> torch.nn.Module:
     return build_segmentor(cfg.backbone, cfg.head, dataset_info(cfg.dataset).num_classes, cfg.output_stride,
                            cfg.pretrained, proj_dim=cfg.proj_dim if levels else 0, proj_levels=max(levels, 1),
                            num_queries=cfg.num_queries, mask_dim=cfg.mask_dim, decoder_layers=cfg.decoder_layers,
-                           aux_head=cfg.aux_weight > 0)
+                           aux_head=cfg.aux_weight > 0, reference_heads=cfg.reference_heads)
 
 
 def build_split(cfg: ExperimentConfig, split: str, length: int):
@@ -148,7 +149,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     teacher = EmaTeacher(model, cfg.ema_momentum) if objective.semi_supervised else None
     if world.active:  # equal weights everywhere, but each process its own dropout masks
         torch.manual_seed(cfg.seed + world.rank * 1_000_003)
-    start_step, elapsed = resume(cfg, run_dir, model, objective, optimizer, teacher)
+    start_step, elapsed = resume(cfg, run_dir, model, objective, optimizer, teacher, world)
     forward = training_forward(model, cfg.channels_last, cfg.compile)
     layout = memory_format(cfg.channels_last)
 
@@ -184,38 +185,52 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         step += 1
         elapsed += time.perf_counter() - began
         if log is not None:
-            log.write({"step": step, "lr": lr, **values, "seconds": time.perf_counter() - began})
+            log.write({"step": step, "lr": lr, **values, "seconds": time.perf_counter() - began,
+                       "diagnostics": objective.diagnostics()})
         bar.update()
         bar.set_postfix(loss=f"{values['loss']:.3f}")
-        if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and world.is_main:
-            save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed, teacher),
-                            run_dir / CHECKPOINT_NAME)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            rng = world.gather_objects(random_state())  # every process takes part; process 0 writes
+            if world.is_main:
+                save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed, teacher, rng),
+                                run_dir / CHECKPOINT_NAME)
         if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
             bar.close()
             world.barrier()
             return None
     bar.close()
 
-    val_set = build_split(cfg, "val", cfg.num_val)
-    if world.active:
-        val_set = Subset(val_set, range(world.rank, len(val_set), world.world_size))
     metrics = {
-        "val": evaluate(model, val_set, info.num_classes, batch_size=max(cfg.batch_size // world.world_size, 1),
-                        device=device, boundary_width=cfg.boundary_width, ignore_index=info.ignore_index,
-                        amp=cfg.amp, progress=progress, scales=cfg.evaluation_scales(), flip=cfg.eval_flip,
-                        window=cfg.evaluation_window(), world=world),
+        "val": evaluate_run(cfg, model, device, world, progress),
+        "protocol": cfg.evaluation_protocol(),
         "steps": cfg.steps,
         "train_seconds": elapsed,
         "config_hash": cfg.hash(),
+        "run_key": cfg.key(),
         "device": device_name(device),
         "num_devices": world.world_size,
         "torch": torch.__version__,
         "deterministic": device.type == "cpu",
+        **training_provenance(),
     }
     if world.is_main:
         (run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=1))
     world.barrier()
     return metrics
+
+
+def evaluate_run(cfg: ExperimentConfig, model: torch.nn.Module, device: torch.device,
+                 world: Distributed = Distributed(), progress: bool = True) -> dict:
+    """The val metrics of ``model`` under ``cfg``'s evaluation protocol (scales, flip, window, boundary width);
+    under data parallelism each process evaluates its share and the counts are summed."""
+    info = dataset_info(cfg.dataset)
+    val_set = build_split(cfg, "val", cfg.num_val)
+    if world.active:
+        val_set = Subset(val_set, range(world.rank, len(val_set), world.world_size))
+    return evaluate(model, val_set, info.num_classes, batch_size=max(cfg.batch_size // world.world_size, 1),
+                    device=device, boundary_width=cfg.boundary_width, ignore_index=info.ignore_index, amp=cfg.amp,
+                    progress=progress, scales=cfg.evaluation_scales(), flip=cfg.eval_flip,
+                    window=cfg.evaluation_window(), world=world)
 
 
 @dataclass
@@ -280,8 +295,9 @@ def training_step(model, objective, optimizer, images: torch.Tensor, labels: tor
 
 
 def resume(cfg: ExperimentConfig, run_dir: Path, model, objective, optimizer,
-           teacher: EmaTeacher | None = None) -> tuple[int, float]:
-    """Load ``last.ckpt`` into model, objective (memory banks), optimizer and teacher if it exists.
+           teacher: EmaTeacher | None = None, world: Distributed = Distributed()) -> tuple[int, float]:
+    """Load ``last.ckpt`` into model, objective (memory banks), optimizer and teacher if it exists, and this
+    process's random state (a checkpoint holds one per process).
 
     Returns:
         (step, training seconds so far); (0, 0.0) without a checkpoint.
@@ -291,24 +307,35 @@ def resume(cfg: ExperimentConfig, run_dir: Path, model, objective, optimizer,
         return 0, 0.0
     state = load_checkpoint(path)
     if state.get("config_hash") != cfg.hash():
-        raise ValueError(f"checkpoint {path} belongs to config {state.get('config_hash')}, not {cfg.hash()}")
+        raise ValueError(f"checkpoint {path} belongs to run key {state.get('config_hash')}, not {cfg.hash()}")
+    if len(state["rng"]) != world.world_size:
+        raise ValueError(f"checkpoint {path} holds the random state of {len(state['rng'])} process(es), "
+                         f"but the run has {world.world_size}")
     model.load_state_dict(state["model"])
     objective.load_state_dict(state["objective"])
     optimizer.load_state_dict(state["optimizer"])
     if teacher is not None:
         teacher.load_state_dict(state["teacher"])
-    torch.set_rng_state(state["rng"]["cpu"])  # dropout and other in-model randomness continue where they were
-    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    # dropout and other in-model randomness continue where they were, each process from its own state
+    rng = state["rng"][world.rank]
+    torch.set_rng_state(rng["cpu"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return state["step"], state.get("train_seconds", 0.0)
 
 
+def random_state() -> dict:
+    """This process's torch random state (CPU, and every CUDA device when there are any)."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
 def checkpoint_state(cfg: ExperimentConfig, model, objective, optimizer, step: int, elapsed: float,
-                     teacher: EmaTeacher | None = None) -> dict:
-    rng = {"cpu": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+                     teacher: EmaTeacher | None = None, rng: list[dict] | None = None) -> dict:
+    """Everything a resume needs; ``rng`` holds one ``random_state()`` per process, by rank (default: this one's)."""
     return {"model": model.state_dict(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-            "teacher": teacher.state_dict() if teacher is not None else None, "step": step, "rng": rng,
+            "teacher": teacher.state_dict() if teacher is not None else None, "step": step,
+            "rng": rng if rng is not None else [random_state()],
             "train_seconds": elapsed, "config": cfg.to_dict(), "config_hash": cfg.hash()}
 
 
@@ -342,7 +369,11 @@ def device_name(device: torch.device) -> str:
 
 
 class StepLog:
-    """A JSON-lines log of training steps; on resume, lines past the checkpoint are dropped so no step appears twice."""
+    """A JSON-lines log of training steps; on resume, lines past the checkpoint are dropped so no step appears twice.
+
+    A line holds "step", "lr", every loss term and "loss" (flat), "seconds", and "diagnostics": the objective's counts
+    of that step's forward (``diagnostics()``, process 0's batch), a dict by name.
+    """
 
     def __init__(self, path: Path, keep_steps_below: int):
         self.path = path

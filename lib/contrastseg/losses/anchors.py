@@ -6,7 +6,7 @@ over the classes present. That is ``functional.pixel_contrast(anchors, anchor_cl
 temperature, base_temperature=temperature, contrast_mask=...)`` with these anchors: the per-positive denominator
 (that positive plus the negatives) is the paper's. This module only builds the anchors.
 
-Choices where the paper is silent (documented in ``../shared/research/contextrast_rc2l.md``, A.3):
+Choices where the paper is silent (all of Contextrast's: ``docs/methods.md#contextrast``):
 
 * anchors are the plain class means over every valid pixel of the batch at that level; they keep their gradient
   (the paper's supplement differentiates the loss with respect to them); ``detach=True`` is the ablation;

@@ -1,8 +1,8 @@
 """Pure functions behind the region-level losses of RC²L (Zhang et al., IJCAI 2022, "Region-level Contrastive and
 Consistency Learning for Semi-Supervised Semantic Segmentation") on a MaskFormer-style mask-classification model.
 
-These are reconstructions. Only the paper's abstract, introduction and figure captions could be read (research note
-``shared/research/contextrast_rc2l.md``, part B): the paper names four losses (Region Mask Contrast, Region Feature
+These are reconstructions (``docs/methods.md#rc2l``). Only the paper's abstract, introduction and figure captions
+could be read: the paper names four losses (Region Mask Contrast, Region Feature
 Contrast, Region Class Consistency, Semantic Mask Consistency), and its figure shows what they compare, but not their
 formulas. The set-prediction losses follow MaskFormer (Cheng et al., NeurIPS 2021, "Per-Pixel Classification is Not
 All You Need for Semantic Segmentation"): cross-entropy over K classes + "no object" with the no-object class
@@ -19,7 +19,8 @@ down-weighted, and binary cross-entropy + dice on the masks of matched queries.
   (supervised-contrastive style).
 * ``semantic_mask_consistency`` (SMC): student semantic scores (MaskFormer's semantic inference,
   ``semantic_scores``) against the teacher's class-level masks. **Ours:** the loss is BCE + dice, and the student's
-  scores are clamped to ``[eps, 1 - eps]`` first (a sum over queries, they can leave [0, 1]).
+  scores are clamped to ``[eps, 1 - eps]`` first (a sum over queries, they can leave [0, 1]), the BCE's gradient
+  passing through the clamp where it points back into the range (a confidently wrong student still learns).
 * ``dice_similarity`` and ``mask_average_pool``: the building blocks (pairwise soft dice by one matmul; region
   features by a weighted mean over the pixels).
 
@@ -369,8 +370,14 @@ def semantic_mask_consistency(scores: torch.Tensor, teacher_semantic: torch.Tens
 
     The clamp is ours: the student's score is a sum over queries (``semantic_scores``) and can leave [0, 1], where
     BCE is undefined. The clamped score is used in the dice term too, so that the dice coefficient stays <= 1 (on
-    the raw score it would keep rewarding scores above 1 where t = 1). Where the raw score is outside
-    ``[eps, 1 - eps]`` it gets no gradient from this loss. BCE + dice is our reconstruction (module docstring).
+    the raw score it would keep rewarding scores above 1 where t = 1). A plain clamp would leave no gradient where
+    the student is confidently wrong (a score near 0 where t = 1, or near or above 1 where t = 0), exactly where it
+    must learn; so the BCE term passes its gradient through the clamp (straight-through: the value is the clamped
+    one, the gradient that of BCE at the clamp bound, ``-t / eps + (1 - t) / (1 - eps)`` below the range) wherever
+    that gradient points back into ``[eps, 1 - eps]``: below the range where ``t > eps``, above it where
+    ``t < 1 - eps``. Elsewhere outside the range (a score above 1 where t = 1, below eps where t = 0: nothing to
+    correct) and in the dice term, the raw score gets no gradient. BCE + dice is our reconstruction (module
+    docstring).
 
     Args:
         scores: the student's semantic scores, from ``semantic_scores``.
@@ -403,11 +410,18 @@ def semantic_mask_consistency(scores: torch.Tensor, teacher_semantic: torch.Tens
     if not 0 < eps < 0.5:
         raise ValueError(f"eps must lie in (0, 0.5), got {eps}")
     dtype = _compute_dtype(scores, teacher_semantic)
-    student = scores.to(dtype).clamp(eps, 1 - eps)
+    raw = scores.to(dtype)
+    student = raw.clamp(eps, 1 - eps)
     # 1 - clamp(s, eps, 1 - eps), clamped on this side: 1 - eps is not exact in float32, eps nearly is
-    student_complement = (1 - scores.to(dtype)).clamp(eps, 1 - eps)
+    student_complement = (1 - raw).clamp(eps, 1 - eps)
     target = teacher_semantic.to(dtype)
-    pixel_bce = -(target * student.log() + (1 - target) * student_complement.log())
+    # straight-through where the BCE gradient at the clamp bound, (s - t) / (s (1 - s)), points back into the range:
+    # the value stays the clamped one (raw - raw.detach() is exactly 0), the gradient is the BCE's at the bound
+    inward = ((raw < eps) & (target > eps)) | ((raw > 1 - eps) & (target < 1 - eps))
+    passed = raw - raw.detach()
+    bce_student = torch.where(inward, student + passed, student)
+    bce_complement = torch.where(inward, student_complement - passed, student_complement)
+    pixel_bce = -(target * bce_student.log() + (1 - target) * bce_complement.log())
     if valid is None:
         num_valid = pixel_bce.new_full((scores.shape[0], 1), float(scores.shape[2] * scores.shape[3]))
     else:

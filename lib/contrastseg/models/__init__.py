@@ -35,18 +35,30 @@ MASK_CLASSIFICATION_HEADS = ("mask_classification",)  # heads that predict (clas
 AUX_CHANNELS = 256  # width of the auxiliary FCN head (DeepLabV3's reference code)
 
 
-def build_head(name: str, in_channels: int, num_classes: int, output_stride: int = 8):
-    """A dense head by name; ``in_channels`` is what it decodes (for the multi-level heads: the sum over levels)."""
+def model_fields(head: str) -> tuple[str, ...]:
+    """The ExperimentConfig fields that shape a model with this head (part of its run key)."""
+    common = ("backbone", "head", "output_stride", "pretrained", "aux_weight")
+    if head in MASK_CLASSIFICATION_HEADS:
+        return (*common, "num_queries", "mask_dim", "decoder_layers")
+    if HEADS[head].reference_options:
+        return (*common, "reference_heads")
+    return common
+
+
+def build_head(name: str, in_channels: int, num_classes: int, output_stride: int = 8, reference: bool = False):
+    """A dense head by name; ``in_channels`` is what it decodes (for the multi-level heads: the sum over levels).
+
+    ``reference`` builds the reference code's form of the head (its class's ``reference_options``)."""
     head_class = lookup(HEADS, name, "head")
     if head_class is DeepLabV3Head:
         return DeepLabV3Head(in_channels, num_classes, output_stride=output_stride)
-    return head_class(in_channels, num_classes)
+    return head_class(in_channels, num_classes, **(head_class.reference_options if reference else {}))
 
 
 def build_segmentor(backbone: str, head: str, num_classes: int, output_stride: int = 8,
                     pretrained: str = "", proj_dim: int = 0, proj_levels: int = 1, num_queries: int = 100,
-                    mask_dim: int = 256, decoder_layers: int = 6,
-                    aux_head: bool = False) -> Segmentor | MaskClassificationSegmentor:
+                    mask_dim: int = 256, decoder_layers: int = 6, aux_head: bool = False,
+                    reference_heads: bool = False) -> Segmentor | MaskClassificationSegmentor:
     """Build a segmentor from names; unknown names raise an error listing the valid ones.
 
     ``proj_dim > 0`` adds projection heads to ``proj_dim`` dimensions (for the contrastive methods): with
@@ -55,7 +67,9 @@ def build_segmentor(backbone: str, head: str, num_classes: int, output_stride: i
     (``AUX_CHANNELS`` wide) on the backbone's third level, except for a head with its own auxiliary branch (OCR),
     which gives the auxiliary logits anyway. The head ``"mask_classification"`` gives a
     ``MaskClassificationSegmentor`` of ``num_queries`` queries, ``mask_dim`` channels and ``decoder_layers``
-    transformer decoder layers instead (no auxiliary head).
+    transformer decoder layers instead (no auxiliary head). ``reference_heads`` gives the HRNet and OCR heads the
+    pixel-contrast reference code's forms (``HRNetHead`` 3x3 conv + BN + ReLU + Dropout2d(0.1); ``OCRHead``'s
+    auxiliary branch a 3x3 conv); the other heads have one form and ignore it.
     """
     if not 1 <= proj_levels <= 4:
         raise ValueError(f"proj_levels must be between 1 and 4, got {proj_levels}")
@@ -68,9 +82,8 @@ def build_segmentor(backbone: str, head: str, num_classes: int, output_stride: i
                                            decoder_layers=decoder_layers)
     head_channels = sum(body.channels) if head_class.multi_level else body.channels[-1]
     projected = (head_channels,) if proj_levels == 1 else body.channels[-proj_levels:]
-    # projections are built before the head: the random initialisation of every stored run depends on this order
     projections = nn.ModuleList(ProjectionHead(channels, proj_dim) for channels in projected) if proj_dim else None
-    decode_head = build_head(head, head_channels, num_classes, output_stride)
+    decode_head = build_head(head, head_channels, num_classes, output_stride, reference=reference_heads)
     auxiliary = FCNHead(body.channels[AUX_LEVEL], num_classes, channels=AUX_CHANNELS) \
         if aux_head and not head_class.aux_branch else None
     return Segmentor(body, decode_head, projections, aux_head=auxiliary)
@@ -79,4 +92,4 @@ def build_segmentor(backbone: str, head: str, num_classes: int, output_stride: i
 __all__ = ["AUX_CHANNELS", "BACKBONES", "HEADS", "MASK_CLASSIFICATION_HEADS", "DeepLabV3Head", "FCNHead",
            "HRNetBackbone", "HRNetHead", "MaskClassificationSegmentor", "OCRHead", "ProjectionHead", "Segmentor",
            "TimmBackbone", "TinyBackbone", "build_backbone", "build_head", "build_segmentor", "concat_levels",
-           "spatial_gather"]
+           "model_fields", "spatial_gather"]

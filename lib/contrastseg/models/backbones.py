@@ -13,7 +13,6 @@ the ResNet-D tweaks) is registered too for its stronger ImageNet weights, but is
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -91,31 +90,52 @@ def create_timm_features(name: str, pretrained: str = "", **kwargs) -> nn.Module
 
     Args:
         name: the timm model name.
-        pretrained: ``""`` (random initialisation), ``"timm"`` (timm's default weights, from the local Hugging Face
-            cache only: nothing is downloaded) or the path of a local weights file.
+        pretrained: ``""`` (random initialisation), ``"timm"`` (timm's default weights for ``name``, loaded by timm
+            as ``timm.create_model(name, pretrained=True)`` does: from the Hugging Face hub cache, downloaded when
+            not there, unless the environment sets ``HF_HUB_OFFLINE=1``) or the path of a local weights file
+            (``load_weights_file``, strict).
         **kwargs: further arguments of ``timm.create_model`` (``out_indices``, ``output_stride``, ...).
     """
     import timm
 
-    use_timm_weights = pretrained == "timm"
-    if use_timm_weights:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from the local cache or not at all
-    try:
-        body = timm.create_model(name, features_only=True, pretrained=use_timm_weights, **kwargs)
-    except Exception as error:
-        if use_timm_weights:
-            raise FileNotFoundError(
-                f"pretrained='timm' asks for timm's {name} weights, which are not in the local Hugging Face cache "
-                f"and are never downloaded here; put them in the cache, pass a weights file path, or use ''"
-            ) from error
-        raise
-    if pretrained and not use_timm_weights:
-        load_weights_file(body, Path(pretrained))
+    if pretrained == "timm":
+        return timm.create_model(name, features_only=True, pretrained=True, **kwargs)
+    body = timm.create_model(name, features_only=True, pretrained=False, **kwargs)
+    if pretrained:
+        load_weights_file(body, Path(pretrained), classification_keys=timm_classification_keys(name, body))
     return body
 
 
-def load_weights_file(module: nn.Module, path: Path) -> None:
-    """Load a local state dict (``.pth``/``.pt`` or ``.safetensors``) into ``module``, ignoring classifier keys."""
+def timm_classification_keys(name: str, body: nn.Module) -> set[str]:
+    """The state-dict keys of timm's full model ``name`` that its ``features_only`` model ``body`` leaves out (the
+    classifier, and for HRNet its classification branches): a checkpoint of the full model holds them.
+
+    The full model is built on the meta device (no memory, no weights) and under a forked RNG, so building it
+    leaves the random initialisation of what is built next unchanged.
+    """
+    import timm
+
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        full = timm.create_model(name, pretrained=False)
+    return set(full.state_dict()) - set(body.state_dict())
+
+
+def load_weights_file(module: nn.Module, path: Path, *, strict: bool = True,
+                      classification_keys: set[str] = frozenset()) -> None:
+    """Load a local state dict (``.pth``/``.pt`` or ``.safetensors``) into ``module``.
+
+    A checkpoint dict may hold the state dict under ``"state_dict"`` or ``"model"``. Keys in
+    ``classification_keys`` (layers of a full classification model that ``module`` leaves out) are dropped first.
+
+    Args:
+        strict: every key of ``module`` must be in the file and every other key of the file must be dropped; when
+            False, what matches is loaded and the rest is left as it is (at least one key must match).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: the keys do not match (the message names the file and lists
+        the missing and the unexpected keys), or with ``strict=False`` no key matches.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
     if path.suffix == ".safetensors":
@@ -125,9 +145,23 @@ def load_weights_file(module: nn.Module, path: Path) -> None:
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state.get("model", state))
-    missing, _unexpected = module.load_state_dict(state, strict=False)
-    if len(missing) == len(module.state_dict()):
+    state = {key: value for key, value in state.items() if key not in classification_keys}
+    expected = set(module.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if strict and (missing or unexpected):
+        raise ValueError(f"pretrained weights file {path} does not match the backbone: "
+                         f"missing keys {key_list(missing)}; unexpected keys {key_list(unexpected)} "
+                         f"(load_weights_file(..., strict=False) loads the keys that match)")
+    if len(missing) == len(expected):
         raise ValueError(f"no parameter of the backbone matched the keys in {path}")
+    module.load_state_dict(state, strict=False)
+
+
+def key_list(keys: list[str], shown: int = 20) -> str:
+    """``keys`` for an error message: the first ``shown`` of them, and how many more there are."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"({len(keys)}) {keys[:shown]}{more}"
 
 
 def build_backbone(name: str, output_stride: int = 8, pretrained: str = "") -> nn.Module:

@@ -9,6 +9,9 @@ tell the ``Segmentor`` how to call a head:
 * ``aux_branch``: True when the head has its own auxiliary classifier (OCR's soft object regions) and returns
   ``(logits, decoder_features, aux_logits)``.
 
+A third, ``reference_options``, holds the constructor arguments that give the pixel-contrast reference code's form
+of a head (``build_segmentor(..., reference_heads=True)``); it is empty for the heads that have one form only.
+
 ``ocr.OCRHead`` is the other multi-level head.
 """
 
@@ -38,6 +41,7 @@ class FCNHead(nn.Module):
 
     multi_level = False
     aux_branch = False
+    reference_options: dict = {}
 
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, channels: int | None = None):
         super().__init__()
@@ -87,6 +91,7 @@ class DeepLabV3Head(nn.Module):
 
     multi_level = False
     aux_branch = False
+    reference_options: dict = {}
 
     def __init__(self, in_channels: int, num_classes: int, output_stride: int = 8, channels: int = 256):
         super().__init__()
@@ -105,7 +110,7 @@ class HRNetHead(nn.Module):
     """HRNetV2's head on the concatenated branches: 1x1 conv-BN-ReLU (same width), dropout, 1x1 classifier.
 
     The HRNet authors' head has a 1x1 convolution and no dropout (the defaults); the pixel-contrast reference code
-    uses a 3x3 convolution and Dropout2d 0.1 (``kernel_size=3, dropout=0.1``).
+    uses a 3x3 convolution and Dropout2d 0.1 (``kernel_size=3, dropout=0.1``: ``reference_options``).
 
     Shape:
         features: (B, C_in, h, w), the ``concat_levels`` map (720 channels for W48)
@@ -114,6 +119,7 @@ class HRNetHead(nn.Module):
 
     multi_level = True
     aux_branch = False
+    reference_options = {"kernel_size": 3, "dropout": 0.1}
 
     def __init__(self, in_channels: int, num_classes: int, kernel_size: int = 1, dropout: float = 0.0):
         super().__init__()

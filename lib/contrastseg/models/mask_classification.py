@@ -1,4 +1,4 @@
-"""Mask classification (MaskFormer, Cheng et al., NeurIPS 2021): the segmentor under RC²L (research note B.2).
+"""Mask classification (MaskFormer, Cheng et al., NeurIPS 2021): the segmentor under RC²L (``docs/methods.md``).
 
 The network predicts N (query) regions per image instead of one class per pixel. Each query has a class
 distribution over K classes plus "no object" (index K) and a mask; a class-level semantic map comes from summing the
@@ -138,9 +138,10 @@ class MaskClassificationSegmentor(nn.Module):
     Shape:
         images: (B, 3, H, W) float in [0, 1].
         returns, with (h, w) the backbone's finest level's size (stride 4 for the usual backbones):
+            "levels": tuple of the backbone's four maps (B, C_l, h_l, w_l), finest first;
             "class_logits": (B, N, K + 1);
             "mask_logits": (B, N, h, w);
-            "pixel_features": (B, hidden_dim, h, w);
+            "pixel_features": (B, hidden_dim, h, w), the per-pixel mask embeddings (the pixel decoder's output);
             "mask_embeddings": (B, N, hidden_dim);
             "semantic": (B, K, h, w), sum over queries of softmax(class_logits)[..., :K] * sigmoid(mask_logits),
                 MaskFormer's semantic inference; a sum over queries, so each score lies in [0, N], not [0, 1];
@@ -184,6 +185,7 @@ class MaskClassificationSegmentor(nn.Module):
         mask_embeddings = self.mask_embedding(decoded)
         mask_logits = torch.einsum("bnc,bchw->bnhw", mask_embeddings, pixel_features)
         semantic = semantic_scores(class_logits, mask_logits)
-        return {"class_logits": class_logits, "mask_logits": mask_logits, "pixel_features": pixel_features,
+        return {"levels": levels, "class_logits": class_logits, "mask_logits": mask_logits,
+                "pixel_features": pixel_features,
                 "mask_embeddings": mask_embeddings, "semantic": semantic,
                 "logits": upsample_to(semantic, images.shape[-2:])}

@@ -78,7 +78,7 @@ class OCRHead(nn.Module):
         key_channels: width of the attention's query, key and value (256).
         dropout: Dropout2d probability before the classifier (0.05).
         aux_kernel_size: kernel of the soft-region branch's conv-BN-ReLU (C_in wide): 1 as in the OCR authors'
-            HRNet code, 3 as in the pixel-contrast reference code.
+            HRNet code, 3 as in the pixel-contrast reference code (``reference_options``).
 
     Shape:
         features: (B, C_in, h, w) -> logits (B, K, h, w), decoder features (B, channels, h, w) (the augmented
@@ -87,6 +87,7 @@ class OCRHead(nn.Module):
 
     multi_level = True
     aux_branch = True
+    reference_options = {"aux_kernel_size": 3}
 
     def __init__(self, in_channels: int, num_classes: int, channels: int = 512, key_channels: int = 256,
                  dropout: float = 0.05, aux_kernel_size: int = 1):

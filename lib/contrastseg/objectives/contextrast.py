@@ -17,7 +17,7 @@ Per step and per projected level i (finest first in the model's outputs, the las
 Level weights lambda are 1.0, 0.7, 0.4, 0.1 from the last level down (``LEVEL_WEIGHTS``); with fewer levels the first
 ones of that list are used, so ``levels=1`` is the "pixel-anchor loss on the last level only" ablation.
 
-Choices where the paper is silent (spec ``contextrast_rc2l.md`` A.3-A.4), each with its switch:
+Choices where the paper is silent (``docs/methods.md#contextrast``), each with its switch:
 
 * ``anchor_mixing`` is w_h, with w_l = 1 - w_h (default 0.5; 0 = no mixing, each level its own anchors);
 * anchors keep their gradient (the supplement differentiates the loss with respect to them); ``detach_anchors``;
@@ -73,10 +73,21 @@ class ContextrastObjective(CrossEntropyObjective):
     Terms: ``ce`` (and ``aux``), ``contrast`` (the lambda-weighted sum, what the weight multiplies) and, for the
     log only (weight 0), ``contrast_level{i}`` per level, i = 1 the finest projected level.
 
+    Diagnostics (``diagnostics()``, of the last forward, this process's batch), per level i:
+
+    * ``anchors_level{i}``: classes with an anchor (present in the batch at that level's resolution);
+    * ``pixels_level{i}``: pixels of the class-balanced sample;
+    * ``bane_negatives_level{i}``: BANE hard negatives selected (0 with ``bane="off"``).
+
     Shape:
         outputs["level_embeddings"]: tuple of L maps (B, D, h_i, w_i), unit norm, finest first;
         outputs["logits"]: (B, K, H, W); labels: (B, H, W) int64 at the input resolution.
     """
+
+    method_terms = ("contrast",)
+    config_fields = ("aux_weight", "proj_dim", "contrast_levels", "reverse_level_weights", "contrast_weight",
+                     "contrast_warmup", "temperature", "anchor_mixing", "detach_anchors", "level_max_pixels",
+                     "level_max_per_class", "bane", "bane_fraction", "bane_max_per_class", "bane_literal")
 
     def __init__(self, num_classes: int, ignore_index: int = 255, *, levels: int = 4,
                  reverse_level_weights: bool = False, contrast_weight: float = 0.1, warmup_steps: int = 0,
@@ -123,7 +134,7 @@ class ContextrastObjective(CrossEntropyObjective):
         last_anchors, last_classes = anchors[-1]
         predictions = outputs["logits"].detach().argmax(1) if self.bane != "off" else None
 
-        level_terms = []
+        level_terms, self.last_counts = [], {}
         for index, (level, small_labels, (level_anchors, classes)) in enumerate(zip(embeddings, level_labels,
                                                                                     anchors)):
             if index == len(embeddings) - 1:
@@ -132,14 +143,18 @@ class ContextrastObjective(CrossEntropyObjective):
                 mixed = mix_anchors(level_anchors, classes, last_anchors, last_classes,
                                     1.0 - self.anchor_mixing, self.anchor_mixing)
             small_predictions = None if predictions is None else downsample_labels(predictions, level.shape[-2:])
-            level_terms.append(self.level_loss(level, small_labels, mixed, classes, small_predictions))
+            level_counts = {"anchors": classes.numel()}
+            level_terms.append(self.level_loss(level, small_labels, mixed, classes, small_predictions, level_counts))
+            self.last_counts |= {f"{name}_level{index + 1}": value for name, value in level_counts.items()}
             terms[f"contrast_level{index + 1}"] = level_terms[-1].detach()
         terms["contrast"] = sum(weight * term for weight, term in zip(self.level_weights, level_terms))
         return terms
 
     def level_loss(self, embedding: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor,
-                   anchor_classes: torch.Tensor, predictions: torch.Tensor | None) -> torch.Tensor:
-        """Pixel-to-anchor InfoNCE of one level.
+                   anchor_classes: torch.Tensor, predictions: torch.Tensor | None,
+                   counts: dict | None = None) -> torch.Tensor:
+        """Pixel-to-anchor InfoNCE of one level; ``counts``, when given, receives "pixels" (sampled) and
+        "bane_negatives" (selected).
 
         Shape:
             embedding: (B, D, h, w) unit norm; labels, predictions: (B, h, w) int64 (predictions None without BANE);
@@ -148,10 +163,13 @@ class ContextrastObjective(CrossEntropyObjective):
         sample = class_balanced_sampling(labels, self.max_pixels, self.max_pixels_per_class, MIN_PIXELS_PER_CLASS,
                                          self.ignore_index)
         pixels = gather_pixels(embedding, sample.indices)
+        counts = {} if counts is None else counts
+        counts["pixels"], counts["bane_negatives"] = sample.num_anchors, 0
         if predictions is None:
             return pixel_contrast(anchors, anchor_classes, pixels, sample.labels, self.temperature,
                                   base_temperature=self.temperature)
         contrast_labels, contrast_mask, hard_indices = self.bane_contrast(labels, predictions, sample, anchor_classes)
+        counts["bane_negatives"] = hard_indices.numel()
         contrast = torch.cat([pixels, gather_pixels(embedding, hard_indices)])
         return pixel_contrast(anchors, anchor_classes, contrast, contrast_labels, self.temperature,
                               base_temperature=self.temperature, contrast_mask=contrast_mask)
@@ -183,6 +201,16 @@ class ContextrastObjective(CrossEntropyObjective):
         hard_part = negative_for[hard_indices][None, :] == for_anchor
         contrast_labels = torch.cat([sample.labels, torch.full_like(hard_indices, NEGATIVE_ONLY)])
         return contrast_labels, torch.cat([sampled_part, hard_part], dim=1), hard_indices
+
+    @classmethod
+    def describe_activity(cls, means: dict[str, float]) -> list[str]:
+        phrases = []
+        for name, text in (("anchors", "anchors (classes)"), ("bane_negatives", "BANE negatives")):
+            per_level = [means[f"{name}_level{level}"] for level in range(1, len(LEVEL_WEIGHTS) + 1)
+                         if f"{name}_level{level}" in means]
+            if per_level:  # finest level first, like the levels' numbers
+                phrases.append(f"{text} per level " + "/".join(f"{value:.3g}" for value in per_level))
+        return phrases
 
     def weights(self, step: int) -> dict[str, float]:
         contrast = 0.0 if step < self.warmup_steps else self.contrast_weight  # warm-up: the term is logged, not used

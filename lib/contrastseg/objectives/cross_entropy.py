@@ -9,6 +9,20 @@ from torch import nn
 AUX_WEIGHT = 0.4  # the papers' weight of the auxiliary CE (DeepLabV3's FCN head, OCR's soft regions); see aux_weight
 
 
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Mean pixel cross-entropy over the pixels not labelled ``ignore_index``; 0 when there are none.
+
+    ``F.cross_entropy``'s mean reduction divides by the number of valid pixels, which is 0 / 0 = NaN for a batch
+    whose pixels are all ignored (a crop of void only); here the sum is divided by ``max(count, 1)``, so such a batch
+    gives a zero that is still connected to ``logits`` (its gradient is zero) and the run goes on.
+
+    Shape:
+        logits: (B, K, H, W) float; labels: (B, H, W) int64 in [0, K) or ``ignore_index`` -> () float.
+    """
+    total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    return total / (labels != ignore_index).sum().clamp(min=1).to(total.dtype)
+
+
 class CrossEntropyObjective(nn.Module):
     """Pixel-wise cross-entropy with an ignore index (+ ``aux_weight`` x the CE of the model's auxiliary logits).
 
@@ -24,7 +38,14 @@ class CrossEntropyObjective(nn.Module):
     * ``projection_levels(cfg)``: how many of the backbone's last levels get a projection head (0: none);
     * ``semi_supervised``: True makes the engine add unlabeled images and an EMA teacher (``engine.semi``);
     * ``mask_classification``: True when the objective needs a mask-classification model (region outputs);
-    * ``from_config(cfg, num_classes, ignore_index)``: the one adapter from an ExperimentConfig to keyword arguments.
+    * ``from_config(cfg, num_classes, ignore_index)``: the one adapter from an ExperimentConfig to keyword arguments;
+    * ``config_fields``: every ExperimentConfig field that ``from_config`` and ``projection_levels`` read, which
+      enters the run key (``ExperimentConfig.key_fields``) beside the data set's, the model's and the loop's;
+    * ``method_terms``: the terms that are the method's own (none here); ``tables.method_activity`` counts the logged
+      steps on which one of them was non-zero;
+    * ``diagnostics() -> dict[str, float]``: counts of the last forward that say whether the method acted (anchors
+      drawn, regions kept, ...; none here), recorded under no_grad from what the forward computes anyway; the engine
+      logs them under "diagnostics" in each step's log line; ``describe_activity`` phrases their means.
 
     Shape:
         outputs["logits"]: (B, K, H, W); optional outputs["aux_logits"]: (B, K, H, W);
@@ -33,6 +54,8 @@ class CrossEntropyObjective(nn.Module):
 
     semi_supervised = False
     mask_classification = False
+    config_fields: tuple[str, ...] = ("aux_weight",)
+    method_terms: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int, ignore_index: int = 255, *, aux_weight: float = 0.0):
         super().__init__()
@@ -41,6 +64,7 @@ class CrossEntropyObjective(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight
+        self.last_counts: dict[str, torch.Tensor | float] = {}  # what diagnostics() reads; tensors: no sync here
 
     @classmethod
     def projection_levels(cls, cfg) -> int:
@@ -52,9 +76,9 @@ class CrossEntropyObjective(nn.Module):
         return cls(num_classes, ignore_index, aux_weight=cfg.aux_weight)
 
     def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        terms = {"ce": F.cross_entropy(outputs["logits"].float(), labels, ignore_index=self.ignore_index)}
+        terms = {"ce": masked_cross_entropy(outputs["logits"].float(), labels, self.ignore_index)}
         if self.aux_weight > 0 and "aux_logits" in outputs:
-            terms["aux"] = F.cross_entropy(outputs["aux_logits"].float(), labels, ignore_index=self.ignore_index)
+            terms["aux"] = masked_cross_entropy(outputs["aux_logits"].float(), labels, self.ignore_index)
         return terms
 
     def weights(self, step: int) -> dict[str, float]:
@@ -62,3 +86,22 @@ class CrossEntropyObjective(nn.Module):
 
     def after_step(self, outputs: dict, labels: torch.Tensor) -> None:
         """Nothing to update for plain cross-entropy."""
+
+    def diagnostics(self) -> dict[str, float]:
+        """The counts of the last forward (this process's), by name; empty for plain cross-entropy."""
+        return counts_as_floats(self.last_counts)
+
+    @classmethod
+    def describe_activity(cls, means: dict[str, float]) -> list[str]:
+        """Short phrases for a run's mean diagnostics (``tables.activity_line``), e.g. ["256 anchors/step"]."""
+        return []
+
+
+def counts_as_floats(counts: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """Counts as Python floats; the tensor ones (0-dim, on one device) are read in a single transfer."""
+    tensors = [name for name, value in counts.items() if isinstance(value, torch.Tensor)]
+    read = {}
+    if tensors:
+        stacked = torch.stack([counts[name].detach().float().reshape(()) for name in tensors])
+        read = dict(zip(tensors, stacked.tolist()))
+    return {name: float(read.get(name, value)) for name, value in counts.items()}

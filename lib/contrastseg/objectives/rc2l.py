@@ -25,17 +25,20 @@ are dropped). The student's queries are matched to these regions like to ground 
   teacher's masks of the same image (the positive is its own region);
 * ``rfc`` (region feature contrast): InfoNCE between mask-average-pooled region features, student (soft masks over
   the student's pixel features) against teacher (binary masks over the teacher's pixel features, CutMix-ed), each
-  through the objective's 2-layer projector, with every teacher region of the batch as a negative.
+  through the objective's region projector, with every teacher region of the batch as a negative. The projector is
+  two linear layers, mask_dim -> mask_dim -> ``region_proj_dim``, ReLU between, L2-normalised output: the method's
+  256 -> 256 -> 128 (the decoder's query width, a hidden layer of 256, 128 out) at MaskFormer's mask_dim of 256. Its
+  output size is its own field, apart from ``proj_dim`` (the dense methods' projection head).
 
 Total = 2 x class + 5 x mask_bce + 5 x mask_dice (Mask2Former's weights) + r(step) x (lambda_u x (rcc + smc) +
 lambda_c x (rmc + rfc)), r the sigmoid ramp exp(-5 (1 - t)^2) over the first ``unlabeled_rampup`` of the steps
 (Laine & Aila).
 
-Reconstructed (only the paper's abstract, introduction and figure captions could be read; research note part B),
+Reconstructed (only the paper's abstract, introduction and figure captions could be read; ``docs/methods.md#rc2l``),
 each a choice of ours: every loss's exact form (see ``losses.region``), the matching cost, the loss weights and the
 ramp (applied to all four unlabeled terms, since all of them rest on the teacher's regions), the threshold, the
-projector (applied to the teacher's features too, without gradient), CutMix on (``cutmix_probability``, as the issue
-asks; the research note prefers it off because it cuts regions, so ``cutmix_probability=0`` is the switch), and
+projector (applied to the teacher's features too, without gradient), CutMix on (``cutmix_probability``; it cuts the
+teacher's regions with the same boxes, and ``cutmix_probability=0`` keeps the views uncut and aligned), and
 masks compared at the mask logits' resolution (stride 4) for matching and the unlabeled terms, but at the labels'
 resolution for the supervised mask losses (matched masks upsampled), so thin classes keep their pixels.
 """
@@ -127,6 +130,7 @@ class MaskClassificationObjective(CrossEntropyObjective):
     """
 
     mask_classification = True
+    config_fields: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int, ignore_index: int = 255):
         super().__init__(num_classes, ignore_index)
@@ -169,14 +173,23 @@ class RC2LObjective(MaskClassificationObjective):
     Args:
         num_classes, ignore_index: as for the supervised loss.
         mask_dim: channels of the model's pixel features (the projector's input).
-        proj_dim: output size of the region projector (2 layers, ReLU between, L2-normalised output).
+        region_proj_dim: output size of the region projector (mask_dim -> mask_dim -> region_proj_dim, ReLU
+            between, L2-normalised output; the method's 128).
         region_losses: the unlabeled terms to compute, a subset of ("rcc", "smc", "rmc", "rfc").
         confidence_threshold: a teacher query becomes a region when its top class probability reaches this.
         unlabeled_weight: lambda_u of RCC and SMC.
         contrast_weight: lambda_c of RMC and RFC.
         rampup_steps: steps of the sigmoid ramp of the unlabeled weights (0: none).
-        mask_temperature, feature_temperature: InfoNCE temperatures of RMC and RFC (0.1 each, research note B.3).
+        mask_temperature, feature_temperature: InfoNCE temperatures of RMC and RFC (0.1 each, a choice of ours).
         rcc_unmatched: RCC also pushes unmatched queries towards "no object" (see the module docstring).
+
+    Diagnostics (``diagnostics()``, of the last forward, this process's batch; none without unlabeled terms):
+
+    * ``teacher_regions``: regions the teacher kept per unlabeled image (mean; 0 when no query reaches
+      ``confidence_threshold``, and the unlabeled terms then have no region to work on);
+    * ``matched_regions``: student queries matched to a (CutMix-ed) teacher region, per unlabeled image (mean);
+    * ``pseudo_label_coverage``: share of the unlabeled pixels (at the mask resolution, after CutMix) under a kept
+      region.
 
     Shape:
         outputs: the student's dict on the labeled images, plus "unlabeled" (the student's dict on the CutMix-ed
@@ -185,8 +198,11 @@ class RC2LObjective(MaskClassificationObjective):
     """
 
     semi_supervised = True
+    method_terms = CONSISTENCY_TERMS + CONTRAST_TERMS
+    config_fields = ("region_proj_dim", "confidence_threshold", "region_losses", "unlabeled_weight", "contrast_weight",
+                     "unlabeled_rampup", "temperature", "rcc_unmatched")
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, *, mask_dim: int = 256, proj_dim: int = 128,
+    def __init__(self, num_classes: int, ignore_index: int = 255, *, mask_dim: int = 256, region_proj_dim: int = 128,
                  region_losses: tuple[str, ...] = REGION_LOSSES, confidence_threshold: float = 0.7,
                  unlabeled_weight: float = 1.0, contrast_weight: float = 0.1, rampup_steps: float = 0.0,
                  mask_temperature: float = 0.1, feature_temperature: float = 0.1, rcc_unmatched: bool = False):
@@ -204,11 +220,11 @@ class RC2LObjective(MaskClassificationObjective):
         self.rmc_loss = RegionMaskContrastLoss(mask_temperature)
         self.rfc_loss = RegionFeatureContrastLoss(feature_temperature)
         self.projector = nn.Sequential(nn.Linear(mask_dim, mask_dim), nn.ReLU(inplace=True),
-                                       nn.Linear(mask_dim, proj_dim))
+                                       nn.Linear(mask_dim, region_proj_dim))
 
     @classmethod
     def from_config(cls, cfg, num_classes: int, ignore_index: int = 255) -> "RC2LObjective":
-        return cls(num_classes, ignore_index, mask_dim=cfg.mask_dim, proj_dim=cfg.proj_dim,
+        return cls(num_classes, ignore_index, mask_dim=cfg.mask_dim, region_proj_dim=cfg.region_proj_dim,
                    region_losses=cfg.region_loss_names(), confidence_threshold=cfg.confidence_threshold,
                    unlabeled_weight=cfg.unlabeled_weight, contrast_weight=cfg.contrast_weight,
                    rampup_steps=cfg.unlabeled_rampup * cfg.steps, feature_temperature=cfg.temperature,
@@ -216,6 +232,7 @@ class RC2LObjective(MaskClassificationObjective):
 
     def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         terms = self.set_loss(outputs, labels)
+        self.last_counts = {}
         if self.region_losses:
             terms |= self.unlabeled_terms(outputs["unlabeled"], outputs["teacher"], outputs["cutmix"])
         return terms
@@ -238,6 +255,10 @@ class RC2LObjective(MaskClassificationObjective):
             keep = mixed_masks.flatten(1).sum(1) > 0
             classes.append(mixed_classes[keep])
             masks.append(mixed_masks[keep])
+        with torch.no_grad():
+            self.last_counts = {"teacher_regions": sum(len(regions) for regions, _ in own) / len(own),
+                                "pseudo_label_coverage": torch.stack([(m.sum(0) > 0).float().mean()
+                                                                      for m in masks]).mean()}
         return classes, masks
 
     def unlabeled_terms(self, student: dict, teacher: dict, cutmix) -> dict[str, torch.Tensor]:
@@ -245,6 +266,7 @@ class RC2LObjective(MaskClassificationObjective):
         class_logits, mask_logits = student["class_logits"].float(), student["mask_logits"].float()
         region_classes, region_masks = self.pseudo_regions(teacher, cutmix)
         regions = Regions.match(class_logits, mask_logits, region_classes, region_masks)
+        self.last_counts["matched_regions"] = len(regions) / len(class_logits)
         terms = {}
         if "rcc" in self.region_losses:
             if self.rcc_unmatched:
@@ -268,6 +290,17 @@ class RC2LObjective(MaskClassificationObjective):
                 teacher_embeddings = F.normalize(self.projector(teacher_features), dim=1)
             terms["rfc"] = self.rfc_loss(F.normalize(self.projector(student_features), dim=1), teacher_embeddings)
         return terms
+
+    @classmethod
+    def describe_activity(cls, means: dict[str, float]) -> list[str]:
+        phrases = []
+        if "teacher_regions" in means:
+            phrases.append(f"{means['teacher_regions']:.3g} teacher regions per unlabeled image")
+        if "matched_regions" in means:
+            phrases.append(f"{means['matched_regions']:.3g} matched")
+        if "pseudo_label_coverage" in means:
+            phrases.append(f"{100 * means['pseudo_label_coverage']:.0f} % of unlabeled pixels covered")
+        return phrases
 
     def weights(self, step: int) -> dict[str, float]:
         ramp = sigmoid_rampup(step, self.rampup_steps)

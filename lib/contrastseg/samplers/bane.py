@@ -1,7 +1,7 @@
 """BANE, boundary-aware negative sampling (Contextrast, Sung et al., CVPR 2024), vectorised.
 
 For one feature level, BANE picks the mispredicted pixels that lie on the rim of their error region and uses them as
-hard negatives. It works per class n over the whole batch (spec A.4):
+hard negatives. It works per class n over the whole batch (``docs/methods.md#bane``):
 
 1. Error region ``E_n = (labels == n) & (predictions != n)``: pixels of class n predicted as another class. Pixels
    labelled ``ignore_index`` are never in an error region.
@@ -14,7 +14,7 @@ hard negatives. It works per class n over the whole batch (spec A.4):
    take every hard negative from the first images of the batch and the top rows of each. ``tie_break="index"``
    breaks them by the lower flat pixel index instead (deterministic without a generator; the tests' oracle).
 
-Which anchor a selected pixel is a hard negative for (spec A.4, "which anchor"): by default the anchor of the class
+Which anchor a selected pixel is a hard negative for: by default the anchor of the class
 it was *wrongly predicted as*. The pixel stays a positive for its own class's anchor; taken literally, the paper's
 text would make it both a positive and a negative of the same anchor. ``literal=True`` gives the literal reading
 (its ground-truth class) as an ablation.

@@ -16,6 +16,7 @@ each group a quota, and ``sample_within_groups`` draws every group's quota at on
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -151,6 +152,16 @@ def sample_within_groups(groups: torch.Tensor, quota: torch.Tensor, generator: t
     return candidates[order[position < quota[sorted_groups]]]
 
 
+_warned: set[str] = set()
+"""The reasons for an empty hard-anchor sample already warned about in this process (each is warned once)."""
+
+
+def _warn_once(reason: str, message: str) -> None:
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(message, UserWarning, stacklevel=4)  # the caller of hard_anchor_sampling
+
+
 def _check_labels(labels: torch.Tensor, predictions: torch.Tensor | None = None) -> None:
     if labels.dim() != 3:
         raise ValueError(f"labels must be (B, h, w), got {tuple(labels.shape)}")
@@ -184,6 +195,14 @@ def hard_anchor_sampling(labels: torch.Tensor, predictions: torch.Tensor, max_sa
     The budget is per call, i.e. per forward pass on one device: under DDP with 2 images per GPU, ``max_samples``
     anchors are shared by those 2 images (the reference's setting); on one device with 8 images by all 8.
 
+    Embedding size and ``max_views``. A class takes part in an image only with at least ``max_views + 1`` pixels at
+    the embedding resolution: on an h x w embedding with C classes of about equal area that needs
+    ``h * w / C > max_views`` (the reference's 100 needs more than 500 pixels per image for 5 classes, e.g. a
+    23 x 23 embedding; a 16 x 16 one gives about 51 per class and no anchor at all). Each pair then gets
+    ``min(max_samples // T, max_views)`` anchors, so ``max_samples`` below T gives none either. An empty sample
+    makes the contrast term 0; it is warned about once per process (``warnings.warn``), for each of the two causes,
+    unless the batch has no labelled pixel at all.
+
     Differences from the reference: T = 0 gives an empty sample instead of a crash; the random draws come from
     ``generator`` (one uniform key per pixel) instead of one ``randperm`` per set.
 
@@ -191,7 +210,8 @@ def hard_anchor_sampling(labels: torch.Tensor, predictions: torch.Tensor, max_sa
         labels: ground truth at the embedding resolution (see ``downsample_labels``).
         predictions: argmax of the un-upsampled logits, same resolution.
         max_samples: anchor budget of the call (S).
-        max_views: cap of anchors per pair, and the eligibility threshold (V_max).
+        max_views: cap of anchors per pair, and the eligibility threshold (V_max): a pair needs more than
+            ``max_views`` pixels.
         ignore_index: label value never sampled.
         generator: source of randomness; None uses the global RNG of the labels' device.
 
@@ -217,12 +237,24 @@ def hard_anchor_sampling(labels: torch.Tensor, predictions: torch.Tensor, max_sa
     groups = torch.where(valid, groups, 2 * batch * num_classes).reshape(-1)
     sizes = torch.bincount(groups, minlength=2 * batch * num_classes + 1)
     hard_count, easy_count = sizes[:-1].view(-1, 2).unbind(1)
-    eligible = hard_count + easy_count > max_views
+    pair_sizes = hard_count + easy_count
+    eligible = pair_sizes > max_views
     num_pairs = int(eligible.sum())
     if num_pairs == 0:
+        largest_pair = int(pair_sizes.max())
+        if largest_pair > 0:
+            _warn_once("no_eligible_pair", (
+                f"hard_anchor_sampling drew no anchor: with max_views={max_views} a class needs more than "
+                f"{max_views} pixels in an image at the embedding resolution {tuple(labels.shape[-2:])}, and the "
+                f"largest (image, class) pair has {largest_pair}; the contrast term is 0 for such batches. Lower "
+                f"max_views (or raise the resolution). Warned once per process."))
         return AnchorSample.empty(device)
     views = min(max_samples // num_pairs, max_views)
     if views == 0:
+        _warn_once("budget_below_one_view", (
+            f"hard_anchor_sampling drew no anchor: max_samples={max_samples} is smaller than the {num_pairs} "
+            f"eligible (image, class) pairs, so each would get max_samples // pairs = 0 views; the contrast term is "
+            f"0 for such batches. Raise max_samples. Warned once per process."))
         return AnchorSample.empty(device, num_pairs)
 
     hard_enough, easy_enough = 2 * hard_count >= views, 2 * easy_count >= views  # ">= n / 2"
@@ -268,7 +300,7 @@ def random_anchor_sampling(labels: torch.Tensor, max_samples: int = 1024, ignore
 def class_balanced_sampling(labels: torch.Tensor, max_total: int = 10000, max_per_class: int = 2500,
                             min_per_class: int = 5, ignore_index: int = 255,
                             generator: torch.Generator | None = None) -> AnchorSample:
-    """Uniform pixels per class over the whole batch, with a cap per class and in total (Contextrast, spec A.3).
+    """Uniform pixels per class over the whole batch, with a cap per class and in total (Contextrast).
 
     Classes with fewer than ``min_per_class`` labelled pixels are dropped. Each of the C remaining classes gets
     ``min(count, max_per_class, max_total // C)`` pixels drawn uniformly without replacement, so the total never

@@ -8,9 +8,10 @@ the 10% hardest. Hardness is measured by the cosine similarity of the unit-norm 
 is dissimilar to the anchor, a negative when it is similar.
 
 Our choices (not from the paper): "random" as a control (K of each set uniformly); the semi-hard pool is the hardest
-``ceil(fraction * set size)`` rows but never fewer than K (so a small set gives the hardest K, or all of it); a set
-smaller than K is taken whole; ties in similarity are broken arbitrarily (by ``topk``); anchors are processed in chunks
-so that at most ``chunk_elements`` anchor x memory entries are held per intermediate.
+``ceil(fraction * set size)`` rows but never fewer than K (so a small set gives the hardest K, or all of it), with
+``fraction = SEMI_HARD_POOL`` (0.75) by default instead of the paper's 10%; a set smaller than K is taken whole; ties
+in similarity are broken arbitrarily (by ``topk``); anchors are processed in chunks so that at most
+``chunk_elements`` anchor x memory entries are held per intermediate.
 
 The result is a boolean (N, M) mask for ``contrast_mask`` of the loss; which entries are positives and which negatives
 follows from the labels.
@@ -23,6 +24,14 @@ import math
 import torch
 
 CONTRAST_MODES = ("all", "random", "hardest", "semi_hard")
+
+SEMI_HARD_POOL = 0.75
+"""Default share of each set (an anchor's memory positives, its negatives) that semi-hard draws its K from. With the
+paper's 10% the positives' pool is smaller than K at every preset (one queue of 256 rows per class at smoke: 26 <
+K_pos = 128; of 5000 at demo and in the paper: 500 < 1024), and at smoke the negatives' too (205 of 8 x 256 < K_neg =
+256), so the pool is raised to K and semi-hard sampling is hardest sampling. 0.75 gives pools above K at smoke (192
+positives, 1536 negatives) and at demo (3750, 30000): K at random among the hardest three quarters, i.e. the hard
+rows without the easiest quarter."""
 
 SELECTION_BUDGET = 2**24
 """Default number of anchor x memory entries per chunk (a float32 (chunk, M) matrix is 64 MB)."""
@@ -63,7 +72,7 @@ def _semi_hard(hardness: torch.Tensor, in_set: torch.Tensor, k: int, fraction: f
 @torch.no_grad()
 def select_contrast(anchors: torch.Tensor, anchor_labels: torch.Tensor, memory: torch.Tensor,
                     memory_labels: torch.Tensor, mode: str = "all", num_positives: int = 1024,
-                    num_negatives: int = 2048, semi_hard_fraction: float = 0.1,
+                    num_negatives: int = 2048, semi_hard_fraction: float = SEMI_HARD_POOL,
                     generator: torch.Generator | None = None, chunk_elements: int = SELECTION_BUDGET) -> torch.Tensor:
     """Which memory rows each anchor is contrasted with.
 
@@ -76,8 +85,9 @@ def select_contrast(anchors: torch.Tensor, anchor_labels: torch.Tensor, memory: 
     * ``"semi_hard"``: ``num_positives`` rows at random among the hardest ``max(ceil(semi_hard_fraction * |P|),
       num_positives)`` of P, and likewise for Q (the paper's semi-hard example sampling, as far as known).
 
-    A set with fewer rows than requested is taken whole. Defaults follow the unverified reading of the paper (see the
-    module docstring). Similarity is the dot product, i.e. cosine for unit-norm rows.
+    A set with fewer rows than requested is taken whole. K_pos and K_neg follow the unverified reading of the paper
+    (see the module docstring); the semi-hard pool does not (``SEMI_HARD_POOL``). Similarity is the dot product,
+    i.e. cosine for unit-norm rows.
 
     Args:
         anchors: anchor embeddings (detached or not; no gradient flows).
@@ -87,7 +97,8 @@ def select_contrast(anchors: torch.Tensor, anchor_labels: torch.Tensor, memory: 
         mode: one of ``CONTRAST_MODES``.
         num_positives: K_pos.
         num_negatives: K_neg.
-        semi_hard_fraction: size of the semi-hard pool as a fraction of each set.
+        semi_hard_fraction: size of the semi-hard pool as a fraction of each set (``ExperimentConfig.semi_hard_pool``);
+            semi-hard differs from hardest only where ``ceil(fraction * |set|) > K``.
         generator: source of randomness for "random" and "semi_hard"; None uses the global RNG. A generator on the
             anchors' device avoids a host-to-device copy of the random keys.
         chunk_elements: anchors are processed in chunks of ``max(1, chunk_elements // M)`` rows.

@@ -9,14 +9,14 @@ indices or binary masks; the losses live elsewhere.
 * ``teacher_regions``: the pseudo-regions of an unlabeled image from the teacher's predictions: queries whose top
   real-class probability is at least ``threshold``, with their masks binarised at ``sigmoid > mask_threshold``,
   empty masks dropped. These give the region classes (RCC), region masks (RMC) and region features (RFC).
-  ``threshold=0.7`` and ``mask_threshold=0.5`` are design choices (research note B.2; sweep 0.5 / 0.7 / 0.9), not
+  ``threshold=0.7`` and ``mask_threshold=0.5`` are design choices (``docs/methods.md#rc2l``), not
   values from the paper.
 * ``semantic_targets``: class-level masks, the union of a set of regions' masks per class, for the semantic mask
   consistency (SMC).
 * ``matching_cost`` and ``hungarian_match``: the one-to-one assignment of queries to regions (labeled or teacher)
   that makes a "positive pair" well defined. The cost is Mask2Former's (Cheng et al., CVPR 2022): 2 x class + 5 x
-  mean binary cross-entropy + 5 x dice; research note B.2 quotes MaskFormer's focal + dice, which Mask2Former
-  replaced.
+  mean binary cross-entropy + 5 x dice (MaskFormer's focal + dice cost, which Mask2Former replaced, is not
+  used).
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def teacher_regions(class_logits: torch.Tensor, mask_logits: torch.Tensor, thres
     Args:
         class_logits: the teacher's class logits, the last column for "no object".
         mask_logits: the teacher's mask logits.
-        threshold: minimum class probability of a kept query (design choice, research note B.2).
+        threshold: minimum class probability of a kept query (a design choice).
         mask_threshold: mask probability above which a pixel is in the region (design choice).
 
     Returns:
