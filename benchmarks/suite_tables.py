@@ -6,7 +6,7 @@
 Reads ``<batch>/suite.json`` and each notebook's ``results.json`` (``contrastseg.results``); every notebook whose
 results hold a ``table`` (the rows x seeds summaries of ``contrastseg.tables.summarize``) becomes a Markdown table of
 mean +- standard deviation per metric, and paired differences (``differences`` or ``gain``: records of
-``contrastseg.tables.paired_differences``) a second table with their bootstrap interval when there is one; other
+``contrastseg.tables.paired_differences``) a second table with their 95 % interval (a paired t-interval) when there is one; other
 notebooks are listed with their status. The environment (package versions, device, git commit) heads the page, as in
 the HTML report.
 """
@@ -41,7 +41,7 @@ def table_markdown(records: list[dict]) -> str:
 def differences_markdown(records: list[dict]) -> str:
     """Records of ``paired_differences(...).reset_index()`` as a Markdown table (3 decimals; no std for one seed)."""
     with_interval = any("ci_low" in r for r in records)
-    lines = ["| pair | mean difference | std | " + ("95% bootstrap interval | " if with_interval else "") + "seeds |",
+    lines = ["| pair | mean difference | std | " + ("95% interval | " if with_interval else "") + "seeds |",
              "|---|---:|---:|" + ("---|" if with_interval else "") + "---:|"]
     for r in records:
         # one seed: results.json holds "nan" for the std and the interval; neither exists, so neither is shown

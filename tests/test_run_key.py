@@ -20,6 +20,7 @@ from contrastseg.engine.train import (build_model, build_optimizer, checkpoint_s
                                       resume)
 from contrastseg.models import model_fields
 from contrastseg.objectives import OBJECTIVES, build_objective
+from contrastseg.provenance import git_commit
 
 TINY = dict(steps=4, checkpoint_every=2, num_train=8, num_val=4, batch_size=4)
 
@@ -131,8 +132,8 @@ def test_metrics_record_the_commit_packages_and_key(runs_root):
     assert result.metrics["commit"]
     assert result.metrics["run_key"] == json.loads((result.run_dir / runs.KEY_NAME).read_text())
     assert result.metrics["run_key"]["numerics"] == "cpu-fp32"
-    assert result.trained_elsewhere == (result.trained_commit.endswith("-dirty")
-                                        or result.trained_commit == "unknown")
+    assert result.trained_commit == git_commit()
+    assert result.trained_elsewhere == (result.trained_commit == "unknown")  # trained by this very code
 
 
 def test_a_run_of_another_commit_is_reused_and_said(runs_root, monkeypatch):

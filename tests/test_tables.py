@@ -1,4 +1,4 @@
-"""contrastseg.tables without training: the bootstrap interval and the paired differences, on hand-made records."""
+"""contrastseg.tables without training: the paired t-interval and the paired differences, on hand-made records."""
 
 from __future__ import annotations
 
@@ -8,43 +8,48 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from contrastseg.tables import (bootstrap_interval, format_differences, format_summary, paired_differences,
-                                spread_text, summarize)
+from contrastseg.tables import (format_differences, format_summary, paired_differences, spread_text, summarize,
+                                t_interval)
 
 
-def test_bootstrap_interval_holds_the_mean_within_the_range_of_the_values():
-    values = np.random.default_rng(1).normal(0.02, 0.01, size=8)
-    low, high = bootstrap_interval(values)
-    assert values.min() <= low < values.mean() < high <= values.max()
+def test_t_interval_of_the_two_smoke_differences_is_wide_as_two_seeds_warrant():
+    # the two smoke differences of pixel contrast - CE: a percentile bootstrap gives just their range,
+    # [-0.0177, -0.0138]; the paired t-interval with t(0.975, 1) = 12.71 is [-0.041, +0.009]
+    low, high = t_interval([-0.0138, -0.0177])
+    assert (round(low, 3), round(high, 3)) == (-0.041, 0.009)
 
 
-def test_bootstrap_interval_widens_with_spread_and_narrows_with_more_values():
+def test_t_interval_matches_the_textbook_formula_and_scipy():
+    from scipy import stats
+
+    values = np.random.default_rng(1).normal(0.02, 0.01, size=5)
+    low, high = t_interval(values, 0.9)
+    half = stats.t.ppf(0.95, 4) * values.std(ddof=1) / math.sqrt(5)
+    assert (low, high) == pytest.approx((values.mean() - half, values.mean() + half))
+    assert (low, high) == pytest.approx(stats.t.interval(0.9, 4, loc=values.mean(), scale=stats.sem(values)))
+
+
+def test_t_interval_widens_with_spread_and_narrows_with_more_values_and_lower_confidence():
     values = np.array([0.01, 0.03, -0.02, 0.04, 0.0])
-    low, high = bootstrap_interval(values)
-    spread_low, spread_high = bootstrap_interval(3 * values)  # same seed: the same resamples, scaled
+    low, high = t_interval(values)
+    spread_low, spread_high = t_interval(3 * values)
     assert spread_high - spread_low == pytest.approx(3 * (high - low))
-
     draws = np.random.default_rng(2).normal(0.0, 1.0, size=400)
-    few, many = bootstrap_interval(draws[:4]), bootstrap_interval(draws)
-    assert many[1] - many[0] < 0.5 * (few[1] - few[0])
+    few, many = t_interval(draws[:4]), t_interval(draws)
+    assert many[1] - many[0] < 0.2 * (few[1] - few[0])
+    wide, narrow = t_interval(values, 0.95), t_interval(values, 0.5)
+    assert wide[0] < narrow[0] < narrow[1] < wide[1]
 
 
-def test_bootstrap_interval_is_deterministic_for_a_seed_and_narrower_at_lower_confidence():
-    values = [0.012, -0.004, 0.021]
-    assert bootstrap_interval(values, seed=3) == bootstrap_interval(values, seed=3)
-    wide, narrow = bootstrap_interval(values, 0.95), bootstrap_interval(values, 0.5)
-    assert wide[0] <= narrow[0] <= narrow[1] <= wide[1]
-
-
-def test_bootstrap_interval_edge_cases():
-    assert all(math.isnan(x) for x in bootstrap_interval([0.03]))  # one seed: no interval, by choice
-    assert all(math.isnan(x) for x in bootstrap_interval([]))
-    assert bootstrap_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)
+def test_t_interval_edge_cases():
+    assert all(math.isnan(x) for x in t_interval([0.03]))  # one seed: no interval, by choice
+    assert all(math.isnan(x) for x in t_interval([]))
+    assert t_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)
     for bad in ([float("nan"), 0.1], [[0.1, 0.2]]):
         with pytest.raises(ValueError, match="finite"):
-            bootstrap_interval(bad)
+            t_interval(bad)
     with pytest.raises(ValueError, match="confidence"):
-        bootstrap_interval([0.1, 0.2], confidence=1.0)
+        t_interval([0.1, 0.2], confidence=1.0)
 
 
 def per_seed_records(miou: dict[str, list[float]]) -> pd.DataFrame:
@@ -59,9 +64,8 @@ def test_paired_differences_per_seed_with_intervals():
     row = table.loc["contrast - CE"]
     assert row["per_seed"] == [0.03, 0.0, 0.04]
     assert row["mean"] == pytest.approx(0.07 / 3) and row["seeds"] == 3
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx(bootstrap_interval([0.03, 0.0, 0.04]))
-    # 3 seeds: each all-equal resample is 1/27 > 2.5 % of them, so the 95 % interval is the range of the values
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.0, 0.04))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(t_interval([0.03, 0.0, 0.04]))
+    assert row["ci_low"] < 0.0 < 0.04 < row["ci_high"]  # 3 seeds: wider than the range of the values
 
     one_seed = paired_differences(per_seed[per_seed["seed"] == 0], {"d": ("contrast", "CE")}).loc["d"]
     assert math.isnan(one_seed["std"]) and math.isnan(one_seed["ci_low"]) and math.isnan(one_seed["ci_high"])

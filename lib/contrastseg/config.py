@@ -138,6 +138,9 @@ class ExperimentConfig:
         num_threads: CPU threads for torch; pinned so that CPU runs are bit-reproducible (0 = torch's default).
         num_workers: data loader worker processes.
         checkpoint_every: steps between checkpoints.
+        eval_every: steps between val evaluations during training, logged under "val" in the step log (the
+            learning curve, ``RunResult.learning_curve``); 0 = only the final evaluation. Part of the run key when
+            set, since the run then holds more than the same run without it (its training is the same).
         boundary_width: band width in pixels for the boundary IoU of the evaluation.
         eval_scales: comma-separated test scales, e.g. "0.5,0.75,1,1.25,1.5,1.75" (multi-scale inference sums the
             class probabilities over scales); "1" = single scale.
@@ -228,6 +231,7 @@ class ExperimentConfig:
     num_threads: int = 2
     num_workers: int = 0
     checkpoint_every: int = 100
+    eval_every: int = 0
     boundary_width: int = 2
     eval_scales: str = "1"
     eval_flip: bool = False
@@ -265,6 +269,8 @@ class ExperimentConfig:
             names.append("sync_bn")
         if objective.semi_supervised:
             names.extend(SEMI_SUPERVISED_FIELDS)
+        if self.eval_every:
+            names.append("eval_every")
         return {name: getattr(self, name) for name in sorted(set(names))}
 
     def numerics(self) -> str:
@@ -448,6 +454,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("num_devices", cfg.num_devices >= 1, ">= 1"),
         ("batch_size", cfg.batch_size % cfg.num_devices == 0, f"a multiple of num_devices ({cfg.num_devices})"),
         ("checkpoint_every", cfg.checkpoint_every >= 1, ">= 1"),
+        ("eval_every", cfg.eval_every >= 0, ">= 0 (0 = only at the end)"),
         ("boundary_width", cfg.boundary_width >= 1, ">= 1"),
         ("crop_width", cfg.crop_width == 0 or 32 <= cfg.crop_width <= 4096, "0 (square) or between 32 and 4096"),
         ("base_size", cfg.base_size >= 0, ">= 0 (0 = image_size)"),

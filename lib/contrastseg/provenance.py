@@ -4,6 +4,7 @@ compute (torch, timm, numpy, ...). A run's ``metrics.json`` records both, and th
 from __future__ import annotations
 
 import functools
+import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -17,20 +18,23 @@ UNKNOWN_COMMIT = "unknown"
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The short commit of the checkout this package is imported from, with "-dirty" when tracked files under it
-    have uncommitted changes; ``UNKNOWN_COMMIT`` outside a git checkout (an installed wheel)."""
+    """The short commit of the checkout this package is imported from; when tracked files of the package have
+    uncommitted changes, "<commit>-dirty-<8 hex digits of those changes>", so two different uncommitted states never
+    read as the same code; ``UNKNOWN_COMMIT`` outside a git checkout (an installed wheel)."""
     package_dir = Path(__file__).parent
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=package_dir, capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
+                              check=True).stdout
 
     try:
-        commit = git("rev-parse", "--short", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", str(package_dir))
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        changes = git("diff", "HEAD", "--", str(package_dir))
     except (OSError, subprocess.SubprocessError):
         return UNKNOWN_COMMIT
-    return f"{commit}-dirty" if changed else commit
+    if not changes:
+        return commit
+    return f"{commit}-dirty-{hashlib.sha256(changes.encode()).hexdigest()[:8]}"
 
 
 def package_versions(packages: tuple[str, ...] = COMPUTING_PACKAGES) -> dict[str, str]:

@@ -43,8 +43,8 @@ import torch
 from filelock import FileLock, Timeout
 
 from contrastseg.config import RESULTS_FORMAT, ExperimentConfig
-from contrastseg.engine.train import (CHECKPOINT_NAME, LOG_NAME, METRICS_NAME, evaluate_run, load_trained_model,
-                                      read_log, train)
+from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, LOG_NAME, METRICS_NAME, evaluate_run,
+                                      load_trained_model, read_log, train)
 from contrastseg.paths import runs_root
 from contrastseg.plan import placeholder_metrics, plan_file, record
 from contrastseg.provenance import UNKNOWN_COMMIT, git_commit
@@ -78,8 +78,9 @@ class RunResult:
 
     @property
     def trained_elsewhere(self) -> bool:
-        """True when the run was trained at another commit than the code now running (or at uncommitted code)."""
-        return self.trained_commit != git_commit() or self.trained_commit.endswith("-dirty")
+        """True when the run was trained by other code than the code now running: another commit, or other
+        uncommitted changes (``provenance.git_commit``), or code that did not record its commit."""
+        return self.trained_commit != git_commit() or self.trained_commit == UNKNOWN_COMMIT
 
     def load_model(self, device: str | torch.device = "cpu", teacher: bool = False) -> torch.nn.Module:
         """The trained model in eval mode; the EMA teacher of a semi-supervised run with ``teacher=True``."""
@@ -90,6 +91,12 @@ class RunResult:
     def log(self) -> list[dict]:
         """The logged steps: step, lr, every loss term, "diagnostics" (what the method did) and seconds."""
         return read_log(self.run_dir)
+
+    def learning_curve(self) -> list[dict]:
+        """val metrics over training: ``{"step", "miou", ...}`` at every ``eval_every`` step, then at the end."""
+        points = [{"step": line["step"], **line["val"]} for line in self.log() if "val" in line]
+        final = self.metrics["val"]
+        return points + [{"step": self.metrics["steps"], **{name: final[name] for name in CURVE_METRICS}}]
 
     def evaluate(self, progress: bool = False, **protocol) -> dict:
         """The val metrics of the stored model under another evaluation protocol, computed once and kept in

@@ -187,6 +187,10 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         if log is not None:
             log.write({"step": step, "lr": lr, **values, "seconds": time.perf_counter() - began,
                        "diagnostics": objective.diagnostics()})
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+            curve_point = evaluate_between_steps(cfg, model, device, world)
+            if log is not None:
+                log.amend_last({"val": curve_point})
         bar.update()
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -231,6 +235,19 @@ def evaluate_run(cfg: ExperimentConfig, model: torch.nn.Module, device: torch.de
                     device=device, boundary_width=cfg.boundary_width, ignore_index=info.ignore_index, amp=cfg.amp,
                     progress=progress, scales=cfg.evaluation_scales(), flip=cfg.eval_flip,
                     window=cfg.evaluation_window(), world=world)
+
+
+CURVE_METRICS = ("miou", "pixel_accuracy", "boundary_iou")
+
+
+def evaluate_between_steps(cfg: ExperimentConfig, model: torch.nn.Module, device: torch.device,
+                           world: Distributed = Distributed()) -> dict:
+    """A learning-curve point: ``CURVE_METRICS`` of ``model`` on val, in the middle of training. The random state
+    is kept as it was (the val loader draws a seed from it), so a run with a curve trains exactly like one without."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        val = evaluate_run(cfg, model, device, world, progress=False)
+    return {name: val[name] for name in CURVE_METRICS}
 
 
 @dataclass
@@ -386,6 +403,14 @@ class StepLog:
     def write(self, record: dict) -> None:
         with self.path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
+        self.last = record
+
+    def amend_last(self, values: dict) -> None:
+        """Add ``values`` to the last written line (a learning-curve point of that step)."""
+        lines = self.path.read_text().splitlines()
+        lines[-1] = json.dumps(self.last | values)
+        self.path.write_text("".join(line + "\n" for line in lines))
+        self.last = self.last | values
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
