@@ -39,6 +39,7 @@ MAX_RUN_SECONDS = 180.0
 CANDIDATES = {
     "tiny, 96 px, 1500 steps": dict(image_size=96, steps=1500),
     "tiny, 96 px, 2500 steps": dict(image_size=96, steps=2500),
+    "tiny, 96 px, 3500 steps": dict(image_size=96, steps=3500),
     "tiny, 128 px, 1500 steps": dict(image_size=128, steps=1500),
 }
 """Overrides of the smoke preset (512 training and 128 val images, batch 8, the tiny CNN with an FCN head)."""

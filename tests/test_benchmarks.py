@@ -64,7 +64,7 @@ def test_step_time_rejects_unknown_presets_and_booleans(capsys):
     with pytest.raises(SystemExit):
         step_time.main(["--preset", "papers", "--device", "cpu"])
     message = capsys.readouterr().err
-    assert "demo, smoke" in message and "paper:<setting>" in message and "contextrast/cityscapes/hrnet_w48" in message
+    assert "demo, laptop, smoke" in message and "paper:<setting>" in message and "contextrast/cityscapes/hrnet_w48" in message
     with pytest.raises(SystemExit):
         step_time.main(["--preset", "paper:pixel_contrast/cityscapes/nope", "--device", "cpu"])
     assert "unknown paper setting" in capsys.readouterr().err
@@ -143,3 +143,15 @@ def test_suite_tables_shows_no_spread_for_one_seed(tmp_path):
     text = out.read_text()
     assert "| CE | 0.273 (n=1) | 1 |" in text and "± 0.000" not in text
     assert "| d | +0.027 | - | - | 1 |" in text
+
+
+def test_laptop_calibration_plateau_rule():
+    calibrate = load("calibrate_laptop")
+    curve = [{"step": 100, "miou": 0.30}, {"step": 800, "miou": 0.46}, {"step": 900, "miou": 0.465},
+             {"step": 1000, "miou": 0.468}]
+    assert calibrate.plateau_gain(curve) == pytest.approx(0.468 - 0.46)  # the last point at or before 80 %
+    row = {"miou": 0.468, "plateau_gain": 0.008, "train_seconds": 60.0}
+    assert calibrate.meets_rule(row)
+    assert not calibrate.meets_rule(row | {"plateau_gain": 0.011})
+    assert not calibrate.meets_rule(row | {"miou": 0.449})
+    assert not calibrate.meets_rule(row | {"train_seconds": 181.0})

@@ -58,3 +58,15 @@ def test_presets_by_name():
     assert preset("demo").backbone == "resnet18"
     with pytest.raises(ValueError, match="smoke"):
         preset("huge")
+
+
+def test_laptop_preset_is_the_calibrated_setting():
+    from contrastseg.config import laptop
+
+    cfg = laptop()
+    assert (cfg.backbone, cfg.head, cfg.image_size, cfg.num_train, cfg.num_val, cfg.steps) == \
+        ("tiny", "fcn", 96, 512, 128, 2500)
+    assert preset("laptop", seed=3) == laptop(seed=3)
+    assert preset("laptop", method="pixel_contrast").proj_dim == smoke().proj_dim  # the smoke budgets
+    with pytest.raises(ValueError, match="no mask-classification settings yet"):
+        preset("laptop", method="rc2l")

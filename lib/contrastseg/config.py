@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, fields
 
-PRESETS = ("smoke", "demo", "paper")  # "paper" takes a setting, as "paper:<setting>" (see ``preset``)
+PRESETS = ("smoke", "laptop", "demo", "paper")  # "paper" takes a setting, as "paper:<setting>" (see ``preset``)
 DEVICES = ("auto", "cpu", "cuda")
 ANCHOR_SAMPLINGS = ("hard", "random")
 MEMORIES = ("none", "pixel", "segment", "both")
@@ -336,6 +336,16 @@ def smoke(**overrides) -> ExperimentConfig:
     return base.replace(**overrides)
 
 
+def laptop(**overrides) -> ExperimentConfig:
+    """A laptop's CPU (2 cores), about a minute per CE run: the tiny CNN at 96 px, 512 training and 128 val images,
+    2500 steps. The smallest setting whose CE baseline has reached its plateau (val mIoU gains < 0.01 over the last
+    20 % of the steps) at val mIoU >= 0.45; calibrated by ``benchmarks/calibrate_laptop.py`` (results in
+    ``benchmarks/results/laptop_calibration.md``). The contrastive budgets are the smoke preset's; mask
+    classification and RC²L have no laptop settings yet."""
+    base = smoke(image_size=96, num_train=512, num_val=128, steps=2500, checkpoint_every=500)
+    return base.replace(**overrides)
+
+
 def demo(**overrides) -> ExperimentConfig:
     """One GPU (or a CPU, slowly): ResNet-18 at output stride 8 with DeepLabV3, 256 px SynthScapes."""
     base = ExperimentConfig(
@@ -376,8 +386,11 @@ def preset(name: str, **overrides) -> ExperimentConfig:
             raise ValueError(f"the paper preset needs a setting, as 'paper:<setting>'; settings: "
                              f"{', '.join(SETTINGS)}")
         return ExperimentConfig.from_dict(paper_setting(setting).overrides | overrides)
-    build = lookup({"smoke": smoke, "demo": demo}, name, "preset")
+    build = lookup({"smoke": smoke, "laptop": laptop, "demo": demo}, name, "preset")
     if lookup(OBJECTIVES, overrides.get("method", "ce"), "method").mask_classification:
+        if name not in MASK_CLASSIFICATION_SETTINGS:
+            raise ValueError(f"the {name} preset has no mask-classification settings yet (they are calibrated like "
+                             f"its CE baseline); presets that have them: {', '.join(MASK_CLASSIFICATION_SETTINGS)}")
         overrides = MASK_CLASSIFICATION_SETTINGS[name] | overrides
     return build(**overrides)
 
