@@ -68,5 +68,5 @@ def test_laptop_preset_is_the_calibrated_setting():
         ("tiny", "fcn", 96, 512, 128, 2500)
     assert preset("laptop", seed=3) == laptop(seed=3)
     assert preset("laptop", method="pixel_contrast").proj_dim == smoke().proj_dim  # the smoke budgets
-    with pytest.raises(ValueError, match="no mask-classification settings yet"):
-        preset("laptop", method="rc2l")
+    rc2l = preset("laptop", method="rc2l")
+    assert (rc2l.head, rc2l.steps, rc2l.image_size, rc2l.optimizer) == ("mask_classification", 2500, 96, "adamw")

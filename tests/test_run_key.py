@@ -256,3 +256,26 @@ def test_the_suite_reruns_a_notebook_exactly_when_one_of_its_runs_changed(tmp_pa
     for path in (store / "store").glob("*/metrics.json"):  # the run is gone from the store
         os.remove(path)
     assert not skipped()
+
+
+def test_a_stored_model_is_evaluated_on_the_test_split_without_retraining(runs_root, monkeypatch):
+    import importlib
+
+    engine_train = importlib.import_module("contrastseg.engine.train")  # the module, not the train function
+
+    single = runs.get_or_train(smoke(**TINY), progress=False)
+    monkeypatch.setattr(runs, "train", lambda *a, **k: pytest.fail("retrained for the test split"))
+    splits = []
+    original = engine_train.build_split
+
+    def spy(cfg, split, length):
+        splits.append(split)
+        return original(cfg, split, length)
+
+    monkeypatch.setattr(engine_train, "build_split", spy)
+    on_test = runs.get_or_train(smoke(**TINY, eval_split="test"), progress=False)
+    assert on_test.run_dir == single.run_dir and splits == ["test"]
+    assert on_test.metrics["protocol"]["eval_split"] == "test"
+    assert smoke(eval_split="test").hash() == smoke().hash()
+    with pytest.raises(ValueError, match="split of synthscapes"):
+        smoke(eval_split="tset")

@@ -225,10 +225,10 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
 
 def evaluate_run(cfg: ExperimentConfig, model: torch.nn.Module, device: torch.device,
                  world: Distributed = Distributed(), progress: bool = True) -> dict:
-    """The val metrics of ``model`` under ``cfg``'s evaluation protocol (scales, flip, window, boundary width);
+    """The metrics of ``model`` under ``cfg``'s evaluation protocol (split, scales, flip, window, boundary width);
     under data parallelism each process evaluates its share and the counts are summed."""
     info = dataset_info(cfg.dataset)
-    val_set = build_split(cfg, "val", cfg.num_val)
+    val_set = build_split(cfg, cfg.eval_split, cfg.num_val)
     if world.active:
         val_set = Subset(val_set, range(world.rank, len(val_set), world.world_size))
     return evaluate(model, val_set, info.num_classes, batch_size=max(cfg.batch_size // world.world_size, 1),
