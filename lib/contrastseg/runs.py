@@ -10,8 +10,8 @@ by code of an older results format is never served at all: the store reports suc
 leaves them alone. A run trained at another git commit of the same results format is reused (that is the cache);
 ``RunResult.trained_elsewhere`` says so, the table notebooks print it, and ``force=True`` retrains.
 
-The evaluation protocol (``eval_scales``, ``eval_flip``, ``eval_window``, ``boundary_width``) is not part of the
-key: a config that asks a stored model for another protocol evaluates it without retraining
+The evaluation protocol (``config.EVALUATION_FIELDS``: split, scales, flip, window, boundary width) is not part of
+the key: a config that asks a stored model for another protocol evaluates it without retraining
 (``RunResult.evaluate``), and the metrics of each protocol are kept in ``evaluations/`` of the run's folder.
 
 In a dry run (``$CONTRASTSEG_PLAN`` set, see ``contrastseg.plan``) ``get_or_train`` only records the config.
@@ -44,7 +44,7 @@ from filelock import FileLock, Timeout
 
 from contrastseg.config import RESULTS_FORMAT, ExperimentConfig
 from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, LOG_NAME, METRICS_NAME, evaluate_run,
-                                      load_trained_model, read_log, train)
+                                      load_trained_model, read_log, resolve_device, train)
 from contrastseg.paths import runs_root
 from contrastseg.plan import placeholder_metrics, plan_file, record
 from contrastseg.provenance import UNKNOWN_COMMIT, git_commit
@@ -103,8 +103,8 @@ class RunResult:
         ``evaluations/`` of the run's folder; e.g. ``result.evaluate(eval_scales="0.75,1,1.25", eval_flip=True)``.
 
         Args:
-            protocol: evaluation fields (``eval_scales``, ``eval_flip``, ``eval_window``, ``boundary_width``);
-                the others stay the config's.
+            protocol: evaluation fields (``config.EVALUATION_FIELDS``: ``eval_split``, ``eval_scales``,
+                ``eval_flip``, ``eval_window``, ``boundary_width``); the others stay the config's.
         """
         cfg = self.config.replace(**protocol)
         if cfg.hash() != self.config.hash():
@@ -133,8 +133,6 @@ def evaluation(cfg: ExperimentConfig, run_dir: Path, metrics: dict, progress: bo
     name = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:12]
     path = run_dir / EVALUATIONS_DIR / f"{name}.json"
     if not path.exists():
-        from contrastseg.engine.train import resolve_device
-
         device = resolve_device(cfg.device)
         model = load_trained_model(cfg, run_dir, device)
         stored = {"protocol": protocol, "val": evaluate_run(cfg, model, device, progress=progress)}

@@ -183,14 +183,14 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         if not all(math.isfinite(v) for v in values.values()):
             raise NonFiniteLossError(non_finite_message(step, values, run_dir / CHECKPOINT_NAME))
         step += 1
-        elapsed += time.perf_counter() - began
+        seconds = time.perf_counter() - began
+        elapsed += seconds
+        # a learning-curve point: every process evaluates its share, process 0 logs it with the step
+        curve = ({"val": evaluate_between_steps(cfg, model, device, world)}
+                 if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps else {})
         if log is not None:
-            log.write({"step": step, "lr": lr, **values, "seconds": time.perf_counter() - began,
-                       "diagnostics": objective.diagnostics()})
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-            curve_point = evaluate_between_steps(cfg, model, device, world)
-            if log is not None:
-                log.amend_last({"val": curve_point})
+            log.write({"step": step, "lr": lr, **values, "seconds": seconds, "diagnostics": objective.diagnostics(),
+                       **curve})
         bar.update()
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -403,14 +403,6 @@ class StepLog:
     def write(self, record: dict) -> None:
         with self.path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
-        self.last = record
-
-    def amend_last(self, values: dict) -> None:
-        """Add ``values`` to the last written line (a learning-curve point of that step)."""
-        lines = self.path.read_text().splitlines()
-        lines[-1] = json.dumps(self.last | values)
-        self.path.write_text("".join(line + "\n" for line in lines))
-        self.last = self.last | values
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
