@@ -98,18 +98,19 @@ class RunResult:
         final = self.metrics["val"]
         return points + [{"step": self.metrics["steps"], **{name: final[name] for name in CURVE_METRICS}}]
 
-    def evaluate(self, progress: bool = False, **protocol) -> dict:
+    def evaluate(self, progress: bool = False, teacher: bool = False, **protocol) -> dict:
         """The val metrics of the stored model under another evaluation protocol, computed once and kept in
         ``evaluations/`` of the run's folder; e.g. ``result.evaluate(eval_scales="0.75,1,1.25", eval_flip=True)``.
 
         Args:
+            teacher: evaluate the EMA teacher of a semi-supervised run instead of the student (the trained model).
             protocol: evaluation fields (``config.EVALUATION_FIELDS``: ``eval_split``, ``eval_scales``,
                 ``eval_flip``, ``eval_window``, ``boundary_width``); the others stay the config's.
         """
         cfg = self.config.replace(**protocol)
         if cfg.hash() != self.config.hash():
             raise ValueError(f"evaluate() takes only evaluation fields, got {sorted(protocol)}")
-        return evaluation(cfg, self.run_dir, self.metrics, progress)["val"]
+        return evaluation(cfg, self.run_dir, self.metrics, progress, teacher)["val"]
 
 
 def describe_provenance(results: list[RunResult]) -> str:
@@ -124,18 +125,22 @@ def describe_provenance(results: list[RunResult]) -> str:
             f"`python -m contrastseg.suite --fresh` (or get_or_train(..., force=True)) retrains them.")
 
 
-def evaluation(cfg: ExperimentConfig, run_dir: Path, metrics: dict, progress: bool = False) -> dict:
+def evaluation(cfg: ExperimentConfig, run_dir: Path, metrics: dict, progress: bool = False,
+               teacher: bool = False) -> dict:
     """``metrics`` with "val" and "protocol" of ``cfg``'s evaluation protocol: the training metrics when they were
-    computed under it, else a stored or a new evaluation of the run's model."""
+    computed under it, else a stored or a new evaluation of the run's model (of its EMA teacher with ``teacher``,
+    which the training metrics never are)."""
     protocol = cfg.evaluation_protocol()
-    if metrics.get("protocol", protocol) == protocol or metrics.get("planned"):
+    if metrics.get("planned") or (not teacher and metrics.get("protocol", protocol) == protocol):
         return metrics
-    name = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:12]
+    key = protocol | ({"model": "teacher"} if teacher else {})  # the student's name is that of its protocol alone
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = run_dir / EVALUATIONS_DIR / f"{name}.json"
     if not path.exists():
         device = resolve_device(cfg.device)
-        model = load_trained_model(cfg, run_dir, device)
-        stored = {"protocol": protocol, "val": evaluate_run(cfg, model, device, progress=progress)}
+        model = load_trained_model(cfg, run_dir, device, teacher=teacher)
+        stored = {"protocol": protocol, "model": "teacher" if teacher else "student",
+                  "val": evaluate_run(cfg, model, device, progress=progress)}
         path.parent.mkdir(exist_ok=True)
         write_json_atomically(path, stored)
     return metrics | json.loads(path.read_text())
