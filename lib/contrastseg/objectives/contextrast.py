@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from contrastseg.config import BANE_MODES
 from contrastseg.losses import class_anchors, mix_anchors
 from contrastseg.losses.functional import pixel_contrast
+from contrastseg.metrics import predicted_classes
 from contrastseg.objectives.cross_entropy import CrossEntropyObjective
 from contrastseg.samplers import (boundary_aware_negatives, class_balanced_sampling, downsample_labels,
                                   gather_pixels)
@@ -132,7 +133,7 @@ class ContextrastObjective(CrossEntropyObjective):
         anchors = [class_anchors(level, small, self.num_classes, self.ignore_index, self.detach_anchors)
                    for level, small in zip(embeddings, level_labels)]
         last_anchors, last_classes = anchors[-1]
-        predictions = outputs["logits"].detach().argmax(1) if self.bane != "off" else None
+        predictions = predicted_classes(outputs["logits"].detach()) if self.bane != "off" else None
 
         level_terms, self.last_counts = [], {}
         for index, (level, small_labels, (level_anchors, classes)) in enumerate(zip(embeddings, level_labels,

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from contrastseg.losses import PixelContrastLoss
 from contrastseg.memory import PixelSegmentMemory
+from contrastseg.metrics import predicted_classes
 from contrastseg.objectives.cross_entropy import CrossEntropyObjective
 from contrastseg.samplers import (downsample_labels, gather_pixels, hard_anchor_sampling, random_anchor_sampling,
                                   select_contrast)
@@ -116,7 +117,7 @@ class PixelContrastObjective(CrossEntropyObjective):
     def sample_anchors(self, small_labels: torch.Tensor, coarse_logits: torch.Tensor):
         if self.anchor_sampling == "random":
             return random_anchor_sampling(small_labels, self.max_samples, self.ignore_index)
-        predictions = coarse_logits.argmax(1, keepdim=True).float()
+        predictions = predicted_classes(coarse_logits, keepdim=True).float()
         predictions = F.interpolate(predictions, size=small_labels.shape[-2:], mode="nearest")[:, 0].long()
         return hard_anchor_sampling(small_labels, predictions, self.max_samples, self.max_views, self.ignore_index)
 
