@@ -353,13 +353,39 @@ def test_transform_on_synthscapes_keeps_ignore_regions():
     assert out_image.dtype == torch.float32 and 0 <= out_image.min() and out_image.max() <= 1
 
 
-def test_rendered_samples_are_cached_read_only_and_equal_to_fresh_renders():
+def test_rendered_samples_are_cached_read_only_shared_and_equal_to_fresh_renders(monkeypatch):
+    from contrastseg.data import synthscapes
+
+    synthscapes.RENDERED.clear()
+    renders = []
+    original = synthscapes.render_scene
+    monkeypatch.setattr(synthscapes, "render_scene", lambda *args: renders.append(args) or original(*args))
     cached = SynthScapes("train", image_size=64, length=8)
     first, again = cached.render(3), cached.render(3)
-    assert first[0] is again[0] and not first[0].flags.writeable
-    fresh = SynthScapes("train", image_size=64, length=8).render(3)  # a new instance renders anew
+    assert first[0] is again[0] and not first[0].flags.writeable and len(renders) == 1
+    shared = SynthScapes("train", image_size=64, length=8).render(3)  # another instance, the same sample
+    assert shared[0] is first[0] and len(renders) == 1
+    synthscapes.RENDERED.clear()
+    fresh = SynthScapes("train", image_size=64, length=8).render(3)
+    assert fresh[0] is not first[0] and len(renders) == 2
     assert np.array_equal(first[0], fresh[0]) and np.array_equal(first[1], fresh[1])
     image, label = cached[3]
     image += 1  # the tensors handed out are copies: the cache is untouched
     assert np.array_equal(cached.render(3)[0], fresh[0])
-    assert SynthScapes("unlabeled", image_size=512)._cache is None  # 2048 x 512 px would not fit
+    other_seed = SynthScapes("train", image_size=64, length=8, seed=1).render(3)
+    assert not np.array_equal(other_seed[0], fresh[0])  # the key holds the seed, the split and the size
+    assert not np.array_equal(SynthScapes("val", image_size=64, length=8).render(3)[0], fresh[0])
+
+
+def test_the_render_cache_keeps_no_more_than_its_budget(monkeypatch):
+    from contrastseg.data import synthscapes
+
+    synthscapes.RENDERED.clear()
+    sample_bytes = 64 * 64 * 3 + 64 * 64
+    monkeypatch.setattr(synthscapes, "CACHE_BYTES", 2 * sample_bytes)
+    data = SynthScapes("train", image_size=64, length=8)
+    for index in range(4):
+        data.render(index)
+    assert len(synthscapes.RENDERED.samples) == 2 and synthscapes.RENDERED.bytes == 2 * sample_bytes
+    assert data.render(3)[0] is not data.render(3)[0]  # rendered anew, not kept
+    synthscapes.RENDERED.clear()

@@ -282,25 +282,25 @@ def test_report_puts_the_papers_numbers_beside_ours(tmp_path):
 
     expected = reported_numbers("pixel_contrast", "objectives")
     assert len(expected) and not expected["verified"].any()
-    for value, source in zip(expected["value"], expected["source"]):
-        assert f'<td class="num">{value}</td>' in section and source in section
+    for value, source in zip(expected["value"], expected["source"]):  # the papers' percentages, as fractions
+        assert f'<td class="num">{value / 100:.3f}</td>' in section and source in section
     assert section.count('class="badge unverified">unverified') == len(expected)
-    assert "27.3 ± 1.0" in section and "n/a" in section  # our CE row; "+ both memories" is not in our table
-    assert 'class="badge ok">verified' in section and "50.0 ± 0.0" in section and "Table 1 of a paper" in section
+    assert "0.273 ± 0.010" in section and "n/a" in section  # our CE row; "+ both memories" is not in our table
+    assert 'class="badge ok">verified' in section and "0.500 ± 0.000" in section and "Table 1 of a paper" in section
     assert page.count("Table 1 of a paper") == 1  # not repeated among the notebook's results
     assert "Quickstart" not in section
     assert "http" not in page  # self-contained: no external stylesheet, script or image
 
 
 def test_report_shows_no_spread_for_one_seed(tmp_path):
-    """One seed has no standard deviation: "27.3 (n=1)" beside the papers' numbers, never a fake "± 0.0"."""
+    """One seed has no standard deviation: "0.273 (n=1)" beside the papers' numbers, never a fake "± 0.000"."""
     one_seed = summarize(pd.DataFrame({"row": ["CE"], "seed": [0], "miou": [0.2731]}), ("miou",))
     save_results(tmp_path / "objectives", {"table": one_seed.reset_index().to_dict("records")})
     outcome = {"notebook": "notebooks/pixel_contrast/table_objectives.ipynb", "title": "Objectives", "status": "ok",
                "results_dir": str(tmp_path / "objectives")}
     page = write_report(tmp_path, [outcome], title="T").read_text()
     section = page[page.index('<h2 id="reported">'):page.index('<h2 id="environment">')]
-    assert "27.3 (n=1)" in section and "±" not in section.replace("&plusmn;", "")
+    assert "0.273 (n=1)" in section and "±" not in section.replace("&plusmn;", "")
 
 
 def test_report_environment_lists_versions_device_commit_and_date(tmp_path):

@@ -36,6 +36,7 @@ from contrastseg import runs, tables
 from contrastseg.config import REGION_LOSSES, ExperimentConfig
 from contrastseg.config import preset as preset_config
 from contrastseg.objectives import OBJECTIVES
+from contrastseg.paths import REPOSITORY
 from contrastseg.registry import lookup
 
 TUNING_WEIGHTS = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -216,10 +217,17 @@ def backbone_knn_accuracy(result: runs.RunResult) -> float:
     return viz.knn_accuracy(sample.embeddings, sample.labels, k=5)
 
 
+def records_path(path: str | Path) -> Path:
+    """A records file's path; a relative one is read from the repository's root, wherever the caller runs (a
+    notebook runs in its own folder)."""
+    return Path(path) if Path(path).is_absolute() else REPOSITORY / path
+
+
 def read_records(path: str | Path | None) -> dict[str, dict]:
     """The records of a JSON-lines file by key (the last one of a key wins); {} without a file."""
-    if not path or not Path(path).is_file():
+    if not path or not records_path(path).is_file():
         return {}
+    path = records_path(path)
     records = {}
     for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         if line.strip():
@@ -239,7 +247,9 @@ def measure_rows(rows: dict[str, dict], preset: str, seeds: list[int], *, record
 
     Args:
         rows: row name -> config overrides on ``preset``.
-        records_file: JSON lines of earlier records; each new record is appended as soon as it is measured.
+        records_file: JSON lines of earlier records (relative: to the repository's root); each new record is
+            appended as soon as it is measured. A record is taken back only for the same run key (``record_key``:
+            the config's hash, which holds ``RESULTS_FORMAT``, and ``RECORD_FORMAT``).
 
     Returns:
         One record per (row, seed) with its "row" name, in seed then row order.
@@ -252,7 +262,7 @@ def measure_rows(rows: dict[str, dict], preset: str, seeds: list[int], *, record
         if record is None:
             record = measure(runs.get_or_train(cfg, progress=progress), progress=progress)
             if records_file:
-                with open(records_file, "a", encoding="utf-8") as handle:
+                with open(records_path(records_file), "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(record, allow_nan=True) + "\n")
             known[record["key"]] = record
             print(f"[{number}/{len(pairs)}] {name}, seed {seed}: val mIoU {record['val_miou']:.3f}, test mIoU "

@@ -38,7 +38,8 @@ the executed copy is ``<stem>@<data set>-<model>.ipynb``. Entries without settin
 each lists its runs, and prints the plan: runs per notebook, estimated GPU hours, and the data sets needed.
 
 A failing notebook does not stop the batch. At the end the batch prints each failure (notebook, cell, error), writes
-``<out>/<preset>/suite.json`` and ``<out>/<preset>/report.html`` (`contrastseg.report`), and the CLI exits 1.
+``<out>/<preset>/suite.json`` and ``<out>/<preset>/report.html`` (`contrastseg.report`, which also converts each
+executed copy to a static ``<out>/<preset>/<stem>.html`` and links it), and the CLI exits 1.
 """
 
 from __future__ import annotations

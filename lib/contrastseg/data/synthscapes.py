@@ -90,7 +90,7 @@ HOOD_PROBABILITY = 0.4  # chance of the ego-vehicle hood at the bottom (ignored)
 MAX_CLUTTER = 3  # small unlabelled blobs (ignored), 0..MAX_CLUTTER per image
 WINDOW_MIN_SIZE = 1 / 128  # windows smaller than this are not drawn (same at every image size)
 
-CACHE_BYTES = 512 * 2**20  # rendered samples of a split are cached when they fit in this many bytes
+CACHE_BYTES = 512 * 2**20  # rendered samples are kept in memory, shared by every instance, up to this many bytes
 
 KNOBS = (
     "PIXEL_NOISE_STD", "BLUR_PROBABILITY", "BLUR_SIGMA", "LIGHTING_GAIN", "LIGHTING_GRADIENT", "MAX_SHADOWS",
@@ -118,8 +118,10 @@ class SynthScapes(Dataset):
         seed: data set seed; with the split and the index it fixes each sample.
         transform: joint callable ``(image, label) -> (image, label)`` applied to the tensors.
 
-    Rendered samples are kept in memory (as uint8 arrays) when the whole split fits in ``CACHE_BYTES``, since a
-    training run renders each image once per epoch otherwise; the cache is per instance (and per loader worker).
+    Rendered samples are kept in memory (read-only uint8 arrays) in one cache of the process that every instance
+    shares, up to ``CACHE_BYTES`` in all (``RenderCache``): a training run would render each image once per epoch
+    otherwise, and the runs of a batch in one process (a notebook's rows, a ledger) use the same images. A loader
+    worker has its own copy.
 
     Shape:
         image: (3, H, W) float32 in [0, 1].
@@ -138,7 +140,6 @@ class SynthScapes(Dataset):
             raise ValueError(f"length must be >= 0, got {length}")
         self.split, self.image_size, self.length, self.seed = split, int(image_size), int(length), int(seed)
         self.transform = transform
-        self._cache = {} if self.length * self.image_size**2 * 4 <= CACHE_BYTES else None
 
     def __len__(self) -> int:
         return self.length
@@ -152,14 +153,11 @@ class SynthScapes(Dataset):
         """Sample ``index`` as arrays: image (H, W, 3) uint8 and label (H, W) uint8 (255 = ignore)."""
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for SynthScapes {self.split!r} of length {self.length}")
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
-        seed_sequence = np.random.SeedSequence([self.seed, SPLIT_IDS[self.split], int(index)])
-        sample = render_scene(seed_sequence, self.image_size)
-        if self._cache is not None:
-            for array in sample:
-                array.flags.writeable = False  # callers get views of the cached arrays
-            self._cache[index] = sample
+        key = (self.seed, SPLIT_IDS[self.split], int(index), self.image_size)
+        sample = RENDERED.get(key)
+        if sample is None:
+            sample = render_scene(np.random.SeedSequence(list(key[:3])), self.image_size)
+            RENDERED.put(key, sample)
         return sample
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,6 +169,35 @@ class SynthScapes(Dataset):
     def __repr__(self) -> str:
         return (f"SynthScapes(split={self.split!r}, image_size={self.image_size}, length={self.length}, "
                 f"seed={self.seed})")
+
+
+class RenderCache:
+    """Rendered samples by (seed, split id, index, image size), up to ``CACHE_BYTES`` (read at each insertion); once
+    full, new samples are rendered without being kept. The arrays are made read-only: callers get views of them."""
+
+    def __init__(self):
+        self.samples: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.bytes = 0
+
+    def get(self, key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.samples.get(key)
+
+    def put(self, key: tuple, sample: tuple[np.ndarray, np.ndarray]) -> None:
+        size = sum(array.nbytes for array in sample)
+        if self.bytes + size > CACHE_BYTES:
+            return
+        for array in sample:
+            array.flags.writeable = False
+        self.samples[key] = sample
+        self.bytes += size
+
+    def clear(self) -> None:
+        self.samples.clear()
+        self.bytes = 0
+
+
+RENDERED = RenderCache()
+"""The process's cache of rendered SynthScapes samples."""
 
 
 def sample_name(index: int) -> str:
