@@ -314,15 +314,20 @@ def verdict(ci_low: float, ci_high: float) -> str:
 def ledger_table(per_seed: pd.DataFrame, claims: list[Claim], preset: str, confidence: float = 0.95) -> pd.DataFrame:
     """One row per claim: paper, claim, compared rows, metric, the paper's evidence, our mean paired difference,
     its t-interval, the seeds, the verdict, and the per-seed differences."""
+    by_metric: dict[str, pd.DataFrame] = {}  # metric -> (seed x row) values, pivoted once
+
+    def values_of(metric: str, row: str) -> pd.Series:
+        if metric not in by_metric:
+            by_metric[metric] = per_seed.pivot(index="seed", columns="row", values=metric)
+        return by_metric[metric][row]
+
     records = []
     for claim in claims:
         row, baseline = (resolve_row(per_seed, name) for name in (claim.row, claim.baseline))
         metric = claim.metric
         baseline_metric = "miou" if metric == "teacher_miou" else metric  # a teacher against a supervised student
-        values = per_seed.pivot(index="seed", columns="row", values=metric)[row]
-        baselines = per_seed.pivot(index="seed", columns="row", values=baseline_metric)[baseline]
-        difference = (values - baselines).dropna()
-        low, high = tables.t_interval(difference.to_numpy(), confidence) if len(difference) else (math.nan, math.nan)
+        difference = (values_of(metric, row) - values_of(baseline_metric, baseline)).dropna()
+        low, high = tables.t_interval(difference.to_numpy(), confidence)  # (nan, nan) below 2 seeds
         records.append({"paper": claim.paper, "claim": claim.text, "row": row, "baseline": baseline,
                         "metric": metric, "paper_evidence": reported_evidence(claim),
                         "difference": float(difference.mean()) if len(difference) else math.nan,
