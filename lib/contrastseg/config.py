@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 
 PRESETS = ("smoke", "laptop", "demo", "paper")  # "paper" takes a setting, as "paper:<setting>" (see ``preset``)
@@ -28,6 +29,16 @@ BANE_MODES = ("off", "union", "replace")
 OPTIMIZERS = ("sgd", "adamw")
 REGION_LOSSES = ("rcc", "smc", "rmc", "rfc")
 SPEEDS = ("deterministic", "fast")
+
+# Bounds of the float fields that have no natural one. Each lies far beyond every preset's and paper setting's
+# value and short of where training breaks down numerically (an SGD step overflowing, a loss term that is inf or NaN
+# from the first step, a rescale that no memory holds).
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 1.0
+MAX_POLY_POWER = 10.0
+MAX_LOSS_WEIGHT = 100.0
+MAX_SCALE = 4.0  # the training rescale factor and the evaluation scales
+TEMPERATURE_RANGE = (1e-3, 10.0)  # InfoNCE tau (the papers: 0.07 to 0.2); logits similarity / tau stay within ±1000
 
 RESULTS_FORMAT = 2
 """Part of every run key. Bump it in the same commit as any change that alters what an existing config computes
@@ -46,6 +57,9 @@ EVALUATION_FIELDS = ("boundary_width", "eval_scales", "eval_flip", "eval_window"
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that defines one training run; primitives only.
+
+    Every field is checked on creation: names against their registries, numbers against their ranges (every float
+    is finite; the error names the field, the value and the allowed range).
 
     Data:
         dataset: data set name (``contrastseg.data.DATASETS``).
@@ -466,10 +480,10 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("output_stride", cfg.output_stride in (8, 16, 32), "8, 16 or 32"),
         ("steps", cfg.steps >= 1, ">= 1"),
         ("batch_size", cfg.batch_size >= 1, ">= 1"),
-        ("lr", cfg.lr > 0, "> 0"),
+        ("lr", 0 < cfg.lr <= MAX_LR, f"in (0, {MAX_LR:g}]"),
         ("momentum", 0 <= cfg.momentum < 1, "in [0, 1)"),
-        ("weight_decay", cfg.weight_decay >= 0, ">= 0"),
-        ("poly_power", cfg.poly_power >= 0, ">= 0"),
+        ("weight_decay", 0 <= cfg.weight_decay <= MAX_WEIGHT_DECAY, f"in [0, {MAX_WEIGHT_DECAY:g}]"),
+        ("poly_power", 0 <= cfg.poly_power <= MAX_POLY_POWER, f"in [0, {MAX_POLY_POWER:g}]"),
         ("num_threads", cfg.num_threads >= 0, ">= 0 (0 = torch's default)"),
         ("num_workers", cfg.num_workers >= 0, ">= 0"),
         ("num_devices", cfg.num_devices >= 1, ">= 1"),
@@ -479,17 +493,21 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("boundary_width", cfg.boundary_width >= 1, ">= 1"),
         ("crop_width", cfg.crop_width == 0 or 32 <= cfg.crop_width <= 4096, "0 (square) or between 32 and 4096"),
         ("base_size", cfg.base_size >= 0, ">= 0 (0 = image_size)"),
+        ("scale_max", 0 < cfg.scale_max <= MAX_SCALE, f"in (0, {MAX_SCALE:g}]"),
         ("scale_min", 0 < cfg.scale_min <= cfg.scale_max, "in (0, scale_max]"),
-        ("aux_weight", cfg.aux_weight >= 0, ">= 0"),
-        ("eval_scales", _parses(cfg.evaluation_scales) and min(cfg.evaluation_scales(), default=0) > 0,
-         'comma-separated positive numbers, e.g. "0.75,1,1.25"'),
+        ("aux_weight", 0 <= cfg.aux_weight <= MAX_LOSS_WEIGHT, f"in [0, {MAX_LOSS_WEIGHT:g}]"),
+        ("eval_scales", _parses(cfg.evaluation_scales) and bool(cfg.evaluation_scales())
+         and all(0 < scale <= MAX_SCALE for scale in cfg.evaluation_scales()),
+         f'comma-separated numbers in (0, {MAX_SCALE:g}], e.g. "0.75,1,1.25"'),
         ("eval_window", _parses(cfg.evaluation_window) and min(cfg.evaluation_window() or (32,)) >= 32,
          'empty or "HxW" with both sides >= 32, e.g. "512x1024"'),
         ("proj_dim", cfg.proj_dim >= 1, ">= 1"),
-        ("contrast_weight", cfg.contrast_weight >= 0, ">= 0"),
+        ("contrast_weight", 0 <= cfg.contrast_weight <= MAX_LOSS_WEIGHT, f"in [0, {MAX_LOSS_WEIGHT:g}]"),
         ("contrast_warmup", cfg.contrast_warmup >= 0, ">= 0"),
-        ("temperature", cfg.temperature > 0, "> 0"),
-        ("base_temperature", cfg.base_temperature > 0, "> 0"),
+        ("temperature", TEMPERATURE_RANGE[0] <= cfg.temperature <= TEMPERATURE_RANGE[1],
+         "in [{:g}, {:g}]".format(*TEMPERATURE_RANGE)),
+        ("base_temperature", TEMPERATURE_RANGE[0] <= cfg.base_temperature <= TEMPERATURE_RANGE[1],
+         "in [{:g}, {:g}]".format(*TEMPERATURE_RANGE)),
         ("max_samples", cfg.max_samples >= 1, ">= 1"),
         ("max_views", cfg.max_views >= 1, ">= 1"),
         ("memory_size", cfg.memory_size >= 1, ">= 1"),
@@ -510,7 +528,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("decoder_layers", cfg.decoder_layers >= 1, ">= 1"),
         ("ema_momentum", 0 <= cfg.ema_momentum < 1, "in [0, 1)"),
         ("confidence_threshold", 0 <= cfg.confidence_threshold <= 1, "in [0, 1]"),
-        ("unlabeled_weight", cfg.unlabeled_weight >= 0, ">= 0"),
+        ("unlabeled_weight", 0 <= cfg.unlabeled_weight <= MAX_LOSS_WEIGHT, f"in [0, {MAX_LOSS_WEIGHT:g}]"),
         ("unlabeled_rampup", 0 <= cfg.unlabeled_rampup <= 1, "in [0, 1]"),
         ("cutmix_probability", 0 <= cfg.cutmix_probability <= 1, "in [0, 1]"),
         ("unlabeled_batch_size", cfg.unlabeled_batch_size >= 0, ">= 0 (0 = batch_size)"),
@@ -520,6 +538,10 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
 
         checks.append(("image_size", MIN_IMAGE_SIZE <= cfg.image_size <= MAX_IMAGE_SIZE,
                        f"between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} for SynthScapes generated on the fly"))
+    # every float field has a bounded range above, which NaN and the infinities fail; this keeps a new field without
+    # one from letting them through
+    checks.extend((f.name, math.isfinite(getattr(cfg, f.name)), "a finite number") for f in fields(cfg)
+                  if f.type == "float")
     for name, ok, rule in checks:
         if not ok:
             raise ValueError(f"config field {name!r} must be {rule}, got {getattr(cfg, name)!r}")

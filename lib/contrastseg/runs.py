@@ -16,8 +16,15 @@ the key: a config that asks a stored model for another protocol evaluates it wit
 
 In a dry run (``$CONTRASTSEG_PLAN`` set, see ``contrastseg.plan``) ``get_or_train`` only records the config.
 
-A run with ``num_devices`` > 1 trains under torchrun, started as a subprocess (``python -m torch.distributed.run
---standalone``), and its metrics are read back from its folder. ``get_or_train_many`` trains independent runs side
+Every way into training goes through ``get_or_train`` (``python -m contrastseg.train`` too, with or without
+``--run-dir``, under torchrun or not): the lock, the finished-run check, ``config.json``. Under torchrun, process 0
+takes the lock and decides, the others follow its decision and train beside it. A run with ``num_devices`` > 1
+trains under torchrun, started as a subprocess (``python -m torch.distributed.run --standalone``) that trains under
+the launching process's lock (``LOCKED_RUN_ENV``), and its metrics are read back from its folder.
+
+A damaged file never hides the rest of the store: ``finished_runs`` leaves a run whose ``metrics.json`` or
+``config.json`` cannot be read out with a warning (``broken_runs`` lists them), and reading such a file through
+``get_or_train`` raises an error that names it. ``get_or_train_many`` trains independent runs side
 by side, one per GPU, when the machine has several (``dispatch_slots``).
 
 The store lives in ``<runs root>/store``: ``$CONTRASTSEG_RUNS``, else the ``runs`` folder of the repository this
@@ -35,7 +42,7 @@ import queue
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +50,11 @@ import torch
 from filelock import FileLock, Timeout
 
 from contrastseg.config import RESULTS_FORMAT, ExperimentConfig
-from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, LOG_NAME, METRICS_NAME, evaluate_run,
-                                      load_trained_model, read_log, resolve_device, train)
+from contrastseg.engine.checkpoint import remove_stale_temporaries, write_text_atomically
+from contrastseg.engine.distributed import TORCHRUN_VARIABLES, Distributed
+from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, DAMAGED_CHECKPOINT_NAME, LOG_NAME,
+                                      METRICS_NAME, PREVIOUS_CHECKPOINT_NAME, TRAINING_FILES, evaluate_run,
+                                      load_trained_model, read_log, read_metrics, resolve_device, train)
 from contrastseg.paths import runs_root
 from contrastseg.plan import placeholder_metrics, plan_file, record
 from contrastseg.provenance import UNKNOWN_COMMIT, git_commit
@@ -53,6 +63,10 @@ PARALLEL_ENV = "CONTRASTSEG_PARALLEL_RUNS"
 TRAIN_LOG_NAME = "train.log"
 KEY_NAME = "run_key.json"
 EVALUATIONS_DIR = "evaluations"
+CONFIG_NAME = "config.json"
+LOCKED_RUN_ENV = "CONTRASTSEG_LOCKED_RUN"
+"""Set by ``launch`` for the training process it starts: the run folder whose lock the launching process holds. In a
+process where it names the folder, ``run_lock`` runs under that lock (held by another process) instead of waiting."""
 
 def run_dir_for(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
     return Path(root or runs_root()) / "store" / f"{cfg.method}-{cfg.hash()}"
@@ -136,24 +150,51 @@ def evaluation(cfg: ExperimentConfig, run_dir: Path, metrics: dict, progress: bo
     key = protocol | ({"model": "teacher"} if teacher else {})  # the student's name is that of its protocol alone
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = run_dir / EVALUATIONS_DIR / f"{name}.json"
-    if not path.exists():
+    stored = _stored_evaluation(path)
+    if stored is None:
         device = resolve_device(cfg.device)
         model = load_trained_model(cfg, run_dir, device, teacher=teacher)
         stored = {"protocol": protocol, "model": "teacher" if teacher else "student",
                   "val": evaluate_run(cfg, model, device, progress=progress)}
         path.parent.mkdir(exist_ok=True)
         write_json_atomically(path, stored)
-    return metrics | json.loads(path.read_text())
+        stored = json.loads(path.read_text(encoding="utf-8"))  # the values as a later read gives them
+    return metrics | stored
+
+
+def _stored_evaluation(path: Path) -> dict | None:
+    """The evaluation kept in ``path``; None when there is none, or when it is damaged (with a warning naming it:
+    it is computed again)."""
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        if isinstance(stored, dict):
+            return stored
+        problem = f"it holds a {type(stored).__name__}"
+    except ValueError as error:
+        problem = str(error)
+    warnings.warn(f"the stored evaluation {path} is damaged ({problem}); it is computed again", stacklevel=3)
+    return None
 
 
 def get_or_train(cfg: ExperimentConfig, *, root: str | Path | None = None, progress: bool = True,
-                 force: bool = False) -> RunResult:
+                 force: bool = False, run_dir: str | Path | None = None) -> RunResult:
     """Return the run of ``cfg`` from the store, training (or resuming) it first if it has not finished.
+
+    The one way into training: under the run folder's lock, a finished run (``metrics.json``) is returned as it is,
+    any other is trained after its ``config.json`` and ``run_key.json`` are written. Under torchrun every process
+    calls it: process 0 holds the lock, checks and writes, and every process trains.
 
     Args:
         force: train afresh even when the store holds the run (its folder is emptied first).
+        run_dir: the folder to train in instead of the store's folder of ``cfg`` (``python -m contrastseg.train
+            --run-dir``); it is locked, checked and written alike.
+
+    Raises:
+        ValueError: the run's ``metrics.json`` is damaged (the message names it).
     """
-    return _get_or_train(cfg, root, lambda run_dir: train_in(cfg, run_dir, progress=progress), force)
+    return _get_or_train(cfg, root, lambda folder: train_in(cfg, folder, progress=progress), force, run_dir)
 
 
 def get_or_train_many(configs: list[ExperimentConfig], *, root: str | Path | None = None, progress: bool = True,
@@ -210,32 +251,61 @@ def _with_protocol(result: RunResult, cfg: ExperimentConfig) -> RunResult:
     return RunResult(cfg, result.run_dir, evaluation(cfg, result.run_dir, result.metrics))
 
 
-def _get_or_train(cfg: ExperimentConfig, root: str | Path | None, train_into, force: bool = False) -> RunResult:
-    run_dir = run_dir_for(cfg, root)
+def _get_or_train(cfg: ExperimentConfig, root: str | Path | None, train_into, force: bool = False,
+                  run_dir: str | Path | None = None) -> RunResult:
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg, root)
     planning = plan_file()
     if planning is not None:
         record(cfg, planning)
         return RunResult(cfg, run_dir, placeholder_metrics(cfg))
-    report_older_runs(root)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
-        metrics_path = run_dir / METRICS_NAME
-        if force or _finished_before_fresh(metrics_path):
-            clear_run(run_dir)
-        if metrics_path.exists():
-            metrics = json.loads(metrics_path.read_text())
-        else:
-            write_config(cfg, run_dir)
-            metrics = train_into(run_dir)
-        record_use(cfg, run_dir)
-        metrics = evaluation(cfg, run_dir, metrics)
+    world = torchrun_world(cfg)
+    with ExitStack() as locked:
+        finished = None
+        if world.is_main:
+            report_older_runs(root)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            locked.enter_context(run_lock(run_dir))
+            finished = _finished_metrics(run_dir, force)
+            if finished is None:
+                write_config(cfg, run_dir)
+        finished = world.gather_objects(finished)[0]  # process 0's decision, on every process of a torchrun
+        metrics = finished if finished is not None else train_into(run_dir)
+        if world.is_main:
+            record_use(cfg, run_dir)
+            metrics = evaluation(cfg, run_dir, metrics)
     return RunResult(cfg, run_dir, metrics)
 
 
+def _finished_metrics(run_dir: Path, force: bool) -> dict | None:
+    """The metrics of the finished run in ``run_dir`` (under its lock); None when it is to be trained: it has not
+    finished, or it is to be trained afresh (``force``, ``$CONTRASTSEG_FRESH_SINCE``), and then it is cleared."""
+    metrics_path = run_dir / METRICS_NAME
+    if force or _finished_before_fresh(metrics_path):
+        clear_run(run_dir)
+    return read_metrics(run_dir) if metrics_path.exists() else None
+
+
+def under_torchrun() -> bool:
+    """True in a process that torchrun started (its rendezvous variables are set)."""
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+
+
+def torchrun_world(cfg: ExperimentConfig) -> Distributed:
+    """This process's place among the torchrun processes, after joining their process group; a world of one
+    outside torchrun (and then ``cfg.device`` is not looked at)."""
+    if not under_torchrun():
+        return Distributed()
+    world, _ = Distributed.from_environment(cfg.device)
+    return world
+
+
 def clear_run(run_dir: Path) -> None:
-    """Remove what a training left in ``run_dir`` (metrics, evaluations, checkpoint, logs); the lock stays."""
-    for name in (METRICS_NAME, CHECKPOINT_NAME, LOG_NAME, TRAIN_LOG_NAME, KEY_NAME, "config.json"):
+    """Remove what a training left in ``run_dir`` (metrics, evaluations, checkpoints, logs, temporary files); the
+    lock stays."""
+    for name in (METRICS_NAME, CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, DAMAGED_CHECKPOINT_NAME, LOG_NAME,
+                 TRAIN_LOG_NAME, KEY_NAME, CONFIG_NAME):
         (run_dir / name).unlink(missing_ok=True)
+    remove_stale_temporaries(run_dir, TRAINING_FILES)
     shutil.rmtree(run_dir / EVALUATIONS_DIR, ignore_errors=True)
 
 
@@ -282,33 +352,69 @@ def report_older_runs(root: str | Path | None = None) -> None:
                       f"afresh under new keys. Delete them to free the space.", stacklevel=3)
 
 
+@dataclass(frozen=True)
+class BrokenRun:
+    """A finished run of the store that cannot be read back: its folder and what is wrong (a ``metrics.json`` cut
+    short, a ``config.json`` that is not JSON)."""
+
+    run_dir: Path
+    problem: str
+
+
 def finished_runs(root: str | Path | None = None) -> list[RunResult]:
     """Every finished run of the store's current results format, by folder name. Folders this code cannot read
     back are left out: a ``config.json`` with a field since removed, or a folder whose name is not its config's key
-    (an older results format: ``older_runs``)."""
-    results = []
-    for metrics_path in sorted((Path(root or runs_root()) / "store").glob(f"*/{METRICS_NAME}")):
-        try:
-            cfg = ExperimentConfig.from_dict(json.loads((metrics_path.parent / "config.json").read_text()))
-        except (OSError, ValueError, TypeError):
-            continue
-        if run_dir_for(cfg, root) == metrics_path.parent:
-            results.append(RunResult(cfg, metrics_path.parent, json.loads(metrics_path.read_text())))
+    (an older results format: ``older_runs``), silently; a damaged ``metrics.json`` or ``config.json`` with a warning
+    that names each such folder (``broken_runs``)."""
+    results, broken = _scan_store(root)
+    if broken:
+        store = Path(root or runs_root()) / "store"
+        warnings.warn(f"{len(broken)} finished run(s) of the run store {store} are broken and left out: "
+                      + "; ".join(f"{run.run_dir.name}: {run.problem}" for run in broken), stacklevel=2)
     return results
+
+
+def broken_runs(root: str | Path | None = None) -> list[BrokenRun]:
+    """The finished runs of the store that ``finished_runs`` leaves out because a file of theirs is damaged."""
+    return _scan_store(root)[1]
+
+
+def _scan_store(root: str | Path | None) -> tuple[list[RunResult], list[BrokenRun]]:
+    results, broken = [], []
+    for metrics_path in sorted((Path(root or runs_root()) / "store").glob(f"*/{METRICS_NAME}")):
+        run_dir = metrics_path.parent
+        config_path = run_dir / CONFIG_NAME
+        try:
+            values = json.loads(config_path.read_text(encoding="utf-8", errors="replace"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as error:
+            broken.append(BrokenRun(run_dir, f"{config_path} cannot be read ({error})"))
+            continue
+        try:
+            cfg = ExperimentConfig.from_dict(values)
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if run_dir_for(cfg, root) != run_dir:
+            continue
+        try:
+            results.append(RunResult(cfg, run_dir, read_metrics(run_dir)))
+        except (OSError, ValueError) as error:
+            broken.append(BrokenRun(run_dir, str(error)))
+    return results, broken
 
 
 def write_config(cfg: ExperimentConfig, run_dir: Path) -> None:
     """``run_dir/config.json`` (every field: the file ``python -m contrastseg.train --config`` reads) and
     ``run_dir/run_key.json`` (the key that names the folder)."""
-    write_json_atomically(run_dir / "config.json", cfg.to_dict())
+    write_json_atomically(run_dir / CONFIG_NAME, cfg.to_dict())
     write_json_atomically(run_dir / KEY_NAME, cfg.key())
 
 
 def write_json_atomically(path: Path, value) -> None:
-    """``path`` holds either its old content or all of ``value`` as JSON, never a part."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(temporary, path)
+    """``path`` holds either its old content or all of ``value`` as JSON, never a part (``write_text_atomically``:
+    fsynced, with the umask's permissions)."""
+    write_text_atomically(path, json.dumps(value, indent=1, sort_keys=True))
 
 
 FRESH_SINCE_ENV = "CONTRASTSEG_FRESH_SINCE"
@@ -321,15 +427,17 @@ def _finished_before_fresh(metrics_path: Path) -> bool:
 
 
 def train_in(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) -> dict:
-    """Train ``cfg`` into ``run_dir``: in this process, or under torchrun when it asks for several devices."""
-    if cfg.num_devices > 1:
+    """Train ``cfg`` into ``run_dir``: in this process (every process of a torchrun that is running), or under a
+    torchrun that it starts when it asks for several devices."""
+    if cfg.num_devices > 1 and not under_torchrun():
         return launch(cfg, run_dir)
     return train(cfg, run_dir, progress=progress)
 
 
 def launch(cfg: ExperimentConfig, run_dir: Path, visible_devices: str | None = None) -> dict:
     """Train ``cfg`` into ``run_dir`` in a subprocess (under ``torchrun --standalone`` when ``num_devices`` > 1)
-    and return its metrics; its output goes to ``run_dir/train.log``, whose end a failure shows.
+    and return its metrics; its output goes to ``run_dir/train.log``, whose end a failure shows. The caller holds
+    ``run_lock(run_dir)``; the subprocess trains under it (``LOCKED_RUN_ENV``).
 
     Args:
         visible_devices: ``CUDA_VISIBLE_DEVICES`` for the subprocess; None keeps this process's.
@@ -342,9 +450,9 @@ def launch(cfg: ExperimentConfig, run_dir: Path, visible_devices: str | None = N
                    f"--nproc-per-node={cfg.num_devices}"]
     else:
         starter = [sys.executable]
-    command = [*starter, "-m", "contrastseg.train", "--config", str(run_dir / "config.json"),
+    command = [*starter, "-m", "contrastseg.train", "--config", str(run_dir / CONFIG_NAME),
                "--run-dir", str(run_dir), "--no-progress"]
-    environment = dict(os.environ)
+    environment = dict(os.environ) | {LOCKED_RUN_ENV: str(run_dir.resolve())}
     if visible_devices is not None:
         environment["CUDA_VISIBLE_DEVICES"] = visible_devices
     log_path = run_dir / TRAIN_LOG_NAME
@@ -354,7 +462,7 @@ def launch(cfg: ExperimentConfig, run_dir: Path, visible_devices: str | None = N
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
         raise RuntimeError(f"training {cfg.method} run {cfg.hash()} failed (exit {finished.returncode}): "
                            f"{' '.join(command)}\nlast lines of {log_path}:\n{tail}")
-    return json.loads((run_dir / METRICS_NAME).read_text())
+    return read_metrics(run_dir)
 
 
 def _check_device_count(cfg: ExperimentConfig, visible_devices: str | None) -> None:
@@ -380,13 +488,23 @@ def dispatch_slots() -> list[str]:
 
 @contextmanager
 def run_lock(run_dir: Path):
-    """An exclusive lock on ``run_dir/.lock`` (``filelock``: released by the OS if the holder dies)."""
+    """An exclusive lock on ``run_dir/.lock`` (``filelock``: released by the OS if the holder dies).
+
+    In a process that ``launch`` started for ``run_dir`` (``$CONTRASTSEG_LOCKED_RUN`` names it), a lock that another
+    process holds is the launching process's: the block runs under it instead of waiting for it.
+    """
     lock = FileLock(run_dir / ".lock")
+    held_by_launcher = False
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        print(f"waiting for another process to finish the run in {run_dir}", file=sys.stderr)
-        lock.acquire()
+        held_by_launcher = os.environ.get(LOCKED_RUN_ENV) == str(Path(run_dir).resolve())
+        if not held_by_launcher:
+            print(f"waiting for another process to finish the run in {run_dir}", file=sys.stderr)
+            lock.acquire()
+    if held_by_launcher:
+        yield
+        return
     try:
         yield
     finally:

@@ -10,6 +10,10 @@ base ("smoke", "demo" or "paper:<setting>") that the other fields override; ``--
 A run's ``config.json`` in the run store is such a file. Without ``--run-dir`` the run goes to the run store folder
 of its config (``contrastseg.runs``), so a notebook finds it afterwards. Started without torchrun, a config with
 ``num_devices`` > 1 starts torchrun itself (``--standalone``, one machine).
+
+Every invocation goes through ``runs.get_or_train``, with or without ``--run-dir`` and under torchrun or not: the run
+folder's lock (a second invocation for the same folder waits, then finds the run finished), the finished-run check
+(a finished run is not trained again) and ``config.json``. Under torchrun process 0 does these and prints the result.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from typing import Sequence
 import yaml
 
 from contrastseg.config import ExperimentConfig, preset
-from contrastseg.engine.distributed import TORCHRUN_VARIABLES
 
 
 def read_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -58,24 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = read_config(args.config, args.set)
 
     from contrastseg import runs
-    from contrastseg.engine.train import train
 
-    run_dir = args.run_dir or runs.run_dir_for(cfg)
-    under_torchrun = all(name in os.environ for name in TORCHRUN_VARIABLES)
-    if under_torchrun:
-        if int(os.environ["RANK"]) == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            runs.write_config(cfg, run_dir)
-        metrics = train(cfg, run_dir, progress=not args.no_progress)
-    elif args.run_dir is None:  # the store's way in: its lock, its finished-run check, config.json and key
-        metrics = runs.get_or_train(cfg, progress=not args.no_progress).metrics
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.write_config(cfg, run_dir)
-        metrics = runs.train_in(cfg, run_dir, progress=not args.no_progress)
-    if not under_torchrun or int(os.environ["RANK"]) == 0:
-        val = metrics["val"]
-        print(json.dumps({"run_dir": str(run_dir), "miou": val["miou"], "pixel_accuracy": val["pixel_accuracy"],
+    result = runs.get_or_train(cfg, run_dir=args.run_dir, progress=not args.no_progress)
+    if not runs.under_torchrun() or int(os.environ["RANK"]) == 0:
+        metrics, val = result.metrics, result.metrics["val"]
+        print(json.dumps({"run_dir": str(result.run_dir), "miou": val["miou"],
+                          "pixel_accuracy": val["pixel_accuracy"],
                           "steps": metrics["steps"], "train_seconds": round(metrics["train_seconds"], 1),
                           "num_devices": metrics.get("num_devices", 1)}))
     return 0

@@ -258,6 +258,15 @@ def download(url: str, target: str | Path, *, md5: str | None = None, sha256: st
     return target
 
 
+NO_PUBLISHED_CHECKSUM = "no published checksum"
+"""How ``Archive.checksum_source`` begins for an archive that nobody publishes a digest of; ``fetch`` then warns."""
+
+
+def no_published_checksum(reason: str) -> str:
+    """The ``checksum_source`` of an archive without a published digest: the marker and why there is none."""
+    return f"{NO_PUBLISHED_CHECKSUM}: {reason}"
+
+
 @dataclass(frozen=True)
 class Archive:
     """A file a preparation script needs.
@@ -267,21 +276,38 @@ class Archive:
         filename: name in the download folder; default: the last part of the address.
         md5: published MD5 digest, if any.
         sha256: published SHA-256 digest, if any.
+        checksum_source: where the digest was published (a file of a well-kept loader, or a page), or, for an archive
+            without one, ``no_published_checksum(reason)``.
+
+    Raises:
+        ValueError: a digest is given together with the ``NO_PUBLISHED_CHECKSUM`` marker.
     """
 
     url: str
     filename: str = ""
     md5: str = ""
     sha256: str = ""
+    checksum_source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.has_checksum and self.checksum_source.startswith(NO_PUBLISHED_CHECKSUM):
+            raise ValueError(f"{self.name}: a digest is given, but checksum_source says {self.checksum_source!r}")
 
     @property
     def name(self) -> str:
         return self.filename or posixpath.basename(urllib.parse.urlparse(self.url).path)
 
+    @property
+    def has_checksum(self) -> bool:
+        """Whether a published MD5 or SHA-256 digest is known."""
+        return bool(self.md5 or self.sha256)
+
 
 def fetch(archive: Archive, download_dir: str | Path, *, url: str = "", skip_download: bool = False,
           verify: bool = True, progress: bool = True, report_sha256: bool = True) -> Path:
     """The path of ``archive`` in ``download_dir``, downloaded first unless ``skip_download``.
+
+    An archive without a published checksum is used unverified: with ``verify``, a warning naming it goes to stderr.
 
     Args:
         archive: what to fetch.
@@ -298,6 +324,10 @@ def fetch(archive: Archive, download_dir: str | Path, *, url: str = "", skip_dow
     """
     target = Path(download_dir) / archive.name
     checksums = dict(md5=archive.md5, sha256=archive.sha256) if verify else {}
+    if verify and not archive.has_checksum:
+        reason = archive.checksum_source.removeprefix(NO_PUBLISHED_CHECKSUM).lstrip(": ")
+        print(f"warning: {archive.name} has no published checksum{f' ({reason})' if reason else ''}; its contents "
+              f"are not verified", file=sys.stderr)
     if skip_download:
         if not target.is_file():
             raise FileNotFoundError(f"{str(target)!r} is missing; download it from {url or archive.url} or run "
@@ -310,13 +340,19 @@ def fetch(archive: Archive, download_dir: str | Path, *, url: str = "", skip_dow
         return target
     fresh = not target.is_file()
     download(url or archive.url, target, progress=progress, **checksums)
-    if fresh and report_sha256 and not (archive.md5 or archive.sha256):
+    if fresh and report_sha256 and not archive.has_checksum:
         print(f"{archive.name}: sha256 {sha256sum(target)} (no published checksum; compare with a colleague's copy)")
     return target
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # extraction
+
+
+HAS_TAR_DATA_FILTER = hasattr(tarfile, "data_filter")
+"""Whether this Python has tarfile's ``"data"`` extraction filter (3.12 on, and the 3.10.12+ and 3.11.4+
+backports); tar members are then written through it, after this module's own checks, which run either way."""
+MAX_LINK_HOPS = 40  # symbolic links followed while resolving one path, as in the Linux kernel's limit
 
 
 @dataclass(frozen=True)
@@ -337,25 +373,30 @@ def _tar_members(tar: tarfile.TarFile) -> list[_Member]:
 
 
 def _zip_members(archive: zipfile.ZipFile) -> list[_Member]:
+    """The members of a zip archive; one whose external attributes hold a Unix symlink mode is kind "symlink"."""
     members = []
     for info in archive.infolist():
         mode = info.external_attr >> 16
         if info.is_dir():
-            kind, link = "dir", ""
+            kind = "dir"
         elif stat.S_ISLNK(mode):
-            kind, link = "symlink", archive.read(info).decode("utf-8", "surrogateescape")
+            kind = "symlink"
         elif stat.S_IFMT(mode) not in (0, stat.S_IFREG):
-            kind, link = "special", ""
+            kind = "special"
         else:
-            kind, link = "file", ""
-        members.append(_Member(info.filename, kind, link, info))
+            kind = "file"
+        members.append(_Member(info.filename, kind, "", info))
     return members
+
+
+def _is_absolute(name: str) -> bool:
+    return name.startswith("/") or re.match(r"[A-Za-z]:", name) is not None
 
 
 def _normalise(name: str) -> str | None:
     """A member name as a normalised relative posix path; None when absolute or climbing above the top with '..'."""
     name = name.replace("\\", "/")
-    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+    if _is_absolute(name):
         return None
     normal = posixpath.normpath(name)
     return None if normal == ".." or normal.startswith("../") else normal
@@ -372,9 +413,50 @@ def _select(normal: str, strip: str, include: Sequence[str]) -> str | None:
     return normal if normal != "." else None
 
 
-def _plan(archive: Path, root: Path, members: list[_Member], strip: str,
-          include: Sequence[str]) -> list[tuple[_Member, str]]:
-    """The selected members with their paths under root; raises on the first unsafe selected member."""
+def _resolve_through_links(path: str, links: dict[str, str]) -> str | None:
+    """Where ``path`` (relative to the extraction root, posix) leads once the archive's own symbolic links are
+    followed, component by component as the operating system does.
+
+    Args:
+        path: a relative path; '..' components are resolved against what came before, after following links.
+        links: relative path -> target of every symbolic link the archive will create.
+
+    Returns:
+        The normalised relative path reached ("." for the root), or None when it climbs above the root, reaches an
+        absolute target, or needs more than ``MAX_LINK_HOPS`` links.
+    """
+    pending = path.replace("\\", "/").split("/")
+    reached: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not reached:
+                return None
+            reached.pop()
+            continue
+        reached.append(part)
+        target = links.get("/".join(reached))
+        if target is None:
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS or _is_absolute(target.replace("\\", "/")):
+            return None
+        reached.pop()  # the link's target is relative to the folder holding the link
+        pending = target.replace("\\", "/").split("/") + pending
+    return "/".join(reached) or "."
+
+
+def _plan(archive: Path, root: Path, members: list[_Member], strip: str, include: Sequence[str],
+          links_allowed: bool) -> list[tuple[_Member, str]]:
+    """The selected members with their paths under root; raises on the first unsafe selected member.
+
+    Every selected member's path, and every link target, is resolved through all the symbolic links the archive
+    creates, whatever their order in the archive, so that a chain such as ``up -> here/..`` followed by
+    ``here -> .`` is refused before anything is written.
+    """
 
     def refuse(member: _Member, reason: str) -> UnsafeArchiveError:
         return UnsafeArchiveError(f"refusing to extract {str(archive)!r}: member {member.name!r} {reason}")
@@ -389,21 +471,43 @@ def _plan(archive: Path, root: Path, members: list[_Member], strip: str,
             continue
         if member.kind == "special":
             raise refuse(member, "is a device file, fifo or socket")
-        if member.kind == "symlink":
-            target = member.link.replace("\\", "/")
-            inside = _normalise(posixpath.join(posixpath.dirname(relative), target))
-            if target.startswith("/") or inside is None:
-                raise refuse(member, f"is a symbolic link to {member.link!r}, outside {str(root)!r}")
-        if member.kind == "hardlink":
-            linked = _normalise(member.link)
-            if linked is None or _select(linked, strip, include) is None:
-                raise refuse(member, f"is a hard link to {member.link!r}, outside the extracted part")
+        if member.kind == "symlink" and not links_allowed:
+            raise refuse(member, "is a symbolic link; links in zip archives are refused")
+        if member.kind == "symlink" and _is_absolute(member.link.replace("\\", "/")):
+            raise refuse(member, f"is a symbolic link to the absolute path {member.link!r}")
         plan.append((member, relative))
+
+    links = {relative: member.link for member, relative in plan if member.kind == "symlink"}
+    for member, relative in plan:
+        if member.kind == "symlink":
+            target = posixpath.join(posixpath.dirname(relative), member.link.replace("\\", "/"))
+            if _resolve_through_links(target, links) is None:
+                raise refuse(member, f"is a symbolic link to {member.link!r}, which leads outside {str(root)!r}")
+        elif member.kind == "hardlink":
+            linked = _normalise(member.link)
+            selected = _select(linked, strip, include) if linked is not None else None
+            if selected is None or _resolve_through_links(selected, links) is None:
+                raise refuse(member, f"is a hard link to {member.link!r}, outside the extracted part")
+        elif _resolve_through_links(relative, links) is None:
+            raise refuse(member, f"would be written outside {str(root)!r} through the archive's symbolic links")
     return plan
 
 
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _check_on_disk(member: _Member, relative: str, root: Path, real_root: str, archive: Path) -> None:
+    """Refuse a member whose destination, as the disk stands now, lies outside root through a symbolic link (one
+    there before this extraction, or one written by it)."""
+    destination = root / relative
+    if not _inside(os.path.realpath(destination.parent), real_root) or (
+            member.kind != "symlink" and not _inside(os.path.realpath(destination), real_root)):
+        raise UnsafeArchiveError(f"refusing to extract {str(archive)!r}: member {member.name!r} would be written "
+                                 f"outside {str(root)!r} through a symbolic link")
+    if member.kind == "symlink" and not _inside(os.path.realpath(destination.parent / member.link), real_root):
+        raise UnsafeArchiveError(f"refusing to extract {str(archive)!r}: member {member.name!r} is a symbolic "
+                                 f"link that resolves outside {str(root)!r}")
 
 
 def _write_stream(reader, destination: Path) -> None:
@@ -413,27 +517,27 @@ def _write_stream(reader, destination: Path) -> None:
     os.replace(temporary, destination)  # replaces a link rather than writing through it
 
 
-def _extract_member(archive_file, member: _Member, relative: str, root: Path, real_root: str, strip: str,
-                    archive: Path) -> None:
+def _hard_link_source(member: _Member, root: Path, strip: str) -> Path:
+    return root / _select(_normalise(member.link), strip, ())
+
+
+def _extract_checked_by_hand(archive_file, member: _Member, relative: str, root: Path, real_root: str, strip: str,
+                             archive: Path) -> None:
+    """Write one member with this module's own code (zip members, and tar members without tarfile's data filter).
+
+    File modes are not copied: files get the default permissions of new files.
+    """
     destination = root / relative
-    # checked on disk as well: links extracted earlier must not lead a later member out of root
-    if not _inside(os.path.realpath(destination.parent), real_root) or (
-            member.kind != "symlink" and not _inside(os.path.realpath(destination), real_root)):
-        raise UnsafeArchiveError(f"refusing to extract {str(archive)!r}: member {member.name!r} would be written "
-                                 f"outside {str(root)!r} through a symbolic link")
     if member.kind == "dir":
         destination.mkdir(parents=True, exist_ok=True)
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
     if member.kind == "symlink":
-        if not _inside(os.path.realpath(destination.parent / member.link), real_root):
-            raise UnsafeArchiveError(f"refusing to extract {str(archive)!r}: member {member.name!r} is a symbolic "
-                                     f"link that resolves outside {str(root)!r}")
         if destination.is_symlink() or destination.is_file():
             destination.unlink()
         os.symlink(member.link, destination)
     elif member.kind == "hardlink":
-        source = root / _select(_normalise(member.link), strip, ())
+        source = _hard_link_source(member, root, strip)
         if not _inside(os.path.realpath(source), real_root):
             raise UnsafeArchiveError(f"refusing to extract {str(archive)!r}: member {member.name!r} is a hard link "
                                      f"that resolves outside {str(root)!r}")
@@ -448,6 +552,47 @@ def _extract_member(archive_file, member: _Member, relative: str, root: Path, re
             _write_stream(reader, destination)
 
 
+def _extract_with_data_filter(tar: tarfile.TarFile, member: _Member, relative: str, root: Path, strip: str,
+                              archive: Path) -> None:
+    """Write one tar member with ``TarFile.extract(..., filter=...)``: tarfile's ``data_filter`` checks it again
+    (names, link targets, modes) under the name it gets in root.
+
+    Files and hard links are written under a temporary name and renamed, so a destination that exists is complete
+    and a link already at the destination is replaced rather than written through.
+    """
+    destination = root / relative
+    temporary = relative + ".extracting" if member.kind in ("file", "hardlink") else relative
+    linkname = member.link
+    if member.kind == "hardlink":
+        linkname = _select(_normalise(member.link), strip, ())
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if member.kind == "symlink" and (destination.is_symlink() or destination.is_file()):
+        destination.unlink()
+    if temporary != relative:
+        (root / temporary).unlink(missing_ok=True)  # left by an interrupted run; os.link needs a free name
+
+    def rename_then_filter(info: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+        return tarfile.data_filter(info.replace(name=temporary, linkname=linkname, deep=False), path)
+
+    try:
+        tar.extract(member.info, root, filter=rename_then_filter)
+    except tarfile.FilterError as error:
+        raise UnsafeArchiveError(f"refusing to extract {str(archive)!r}: member {member.name!r} is refused by "
+                                 f"tarfile's data filter ({error})") from None
+    if temporary != relative:
+        os.replace(root / temporary, destination)
+
+
+def _check_extracted_links(plan: list[tuple[_Member, str]], root: Path, real_root: str, archive: Path) -> None:
+    """After writing: every symbolic link of the archive resolves inside root; one that does not is removed."""
+    for member, relative in plan:
+        link = root / relative
+        if member.kind == "symlink" and link.is_symlink() and not _inside(os.path.realpath(link), real_root):
+            link.unlink()
+            raise UnsafeArchiveError(f"refusing to extract {str(archive)!r}: member {member.name!r} is a symbolic "
+                                     f"link that resolves outside {str(root)!r}; it was removed")
+
+
 def _marker_path(archive: Path, root: Path, strip: str, include: Sequence[str]) -> Path:
     selection = f"{strip}|{','.join(include)}"
     suffix = "" if selection == "|" else "." + hashlib.sha1(selection.encode()).hexdigest()[:8]
@@ -459,10 +604,14 @@ def extract(archive: str | Path, root: str | Path, *, strip: str = "", include: 
     """Unpack a .zip, .tar, .tar.gz or .tgz archive into ``root``, safely and once.
 
     Every selected member is checked before anything is written: absolute names, names that climb out of ``root``
-    with '..', symbolic or hard links that point outside ``root``, and device files, fifos and sockets are refused.
-    While writing, each destination is checked again on disk, so a link unpacked earlier cannot lead a later member
-    out of ``root``. A marker file ``root/.<archive name>[.<selection hash>].extracted`` records a finished
-    extraction of the same archive (same size and selection); a call that finds it returns at once.
+    with '..', symbolic or hard links that point outside ``root`` (resolved through all the archive's own symbolic
+    links, in any order), device files, fifos and sockets, and symbolic links in zip archives are refused. While
+    writing, each destination is checked again on disk, so a link already in ``root`` cannot lead a member out of
+    it. Tar members are written through tarfile's ``"data"`` filter where Python has it (``HAS_TAR_DATA_FILTER``),
+    which checks them once more and drops special permission bits; without it this module writes them itself. After
+    writing, every extracted symbolic link is checked to resolve inside ``root``. A marker file
+    ``root/.<archive name>[.<selection hash>].extracted`` records a finished extraction of the same archive (same
+    size and selection); a call that finds it returns at once.
 
     Args:
         archive: the archive file; its format is read from its content.
@@ -502,16 +651,22 @@ def extract(archive: str | Path, root: str | Path, *, strip: str = "", include: 
                          f"damaged or incomplete download? Delete it and run again") from None
     with opened as archive_file:
         members = list_members(archive_file)
-        plan = _plan(archive, root, members, strip, include)
+        plan = _plan(archive, root, members, strip, include, links_allowed=not is_zip)
         if not plan:
             first = ", ".join(repr(member.name) for member in members[:3])
             raise ValueError(f"nothing in {str(archive)!r} lies under {strip or '.'!r} and {list(include) or 'all'}; "
                              f"its members start with {first}")
         root.mkdir(parents=True, exist_ok=True)
         real_root = os.path.realpath(root)
+        with_data_filter = HAS_TAR_DATA_FILTER and not is_zip
         for member, relative in tqdm(plan, desc=f"extract {archive.name}", unit="file", disable=not progress,
                                      leave=False):
-            _extract_member(archive_file, member, relative, root, real_root, strip, archive)
+            _check_on_disk(member, relative, root, real_root, archive)
+            if with_data_filter:
+                _extract_with_data_filter(archive_file, member, relative, root, strip, archive)
+            else:
+                _extract_checked_by_hand(archive_file, member, relative, root, real_root, strip, archive)
+        _check_extracted_links(plan, root, real_root, archive)
     marker.write_text(json.dumps({"signature": signature, "members": len(plan)}) + "\n")
     return root
 

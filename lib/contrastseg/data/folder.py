@@ -16,13 +16,16 @@
 ``contrastseg.data.real``.
 
 Problems with the files raise errors that name the file: missing folders and label files when the data set is built,
-and unreadable images, undefined label values and size mismatches when a sample is read.
+and unreadable images, undefined label values and size mismatches when a sample is read. ``file_problems`` finds the
+unreadable files, wrong label modes and size mismatches of a whole data set up front from the file headers alone, so
+that a bad file is reported before training rather than when it is first read.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,10 @@ LABEL_SUFFIX = "_gtFine_labelTrainIds.png"
 IGNORE_INDEX = 255
 UNDEFINED_LABEL = 254  # the table entry of raw values a label format does not define
 TABLE_SIZE = 256
+LABEL_MODES = ("L", "P")  # 8-bit grey or palette PNGs, read as raw values
+MAX_LISTED = 5  # the bad files an error message lists; it also says how many there are in all
+HEADER_CHUNK = 256  # pairs whose headers one worker thread reads per task
+HEADER_THREADS = 8  # threads that read headers: the wait on a network file system's latency overlaps
 
 LabelTable = np.ndarray  # (256,) uint8: raw label value -> train id, IGNORE_INDEX, or undefined
 
@@ -116,7 +123,7 @@ class PairedSegmentation(Dataset):
         image_path, label_path = self.image_paths[index], self.label_paths[index]
         image = np.asarray(open_image(image_path).convert("RGB"))
         label_image = open_image(label_path)
-        if label_image.mode not in ("L", "P"):
+        if label_image.mode not in LABEL_MODES:
             raise ValueError(f"label file {str(label_path)!r} has mode {label_image.mode!r}; "
                              f"expected an 8-bit grey ('L') or palette ('P') PNG")
         raw_label = np.asarray(label_image)
@@ -134,6 +141,18 @@ class PairedSegmentation(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return to_tensors(*self.read(index), self.transform)
+
+    def file_problems(self, indices: Sequence[int] | None = None) -> list[tuple[Path, str]]:
+        """What is wrong with the files of the samples ``indices`` (default: all), from their headers alone.
+
+        See ``file_problems``; no pixel data is decoded, so undefined label values are found only when a sample is
+        read.
+
+        Returns:
+            (file, what is wrong) per problem, in sample order; empty when every file opens and every pair agrees.
+        """
+        indices = range(len(self)) if indices is None else indices
+        return file_problems([(self.image_paths[index], self.label_paths[index]) for index in indices])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} images, num_classes={self.num_classes})"
@@ -210,6 +229,52 @@ def open_image(path: Path) -> Image.Image:
         raise OSError(f"cannot read image file {str(path)!r}: {error}") from error
 
 
+def pair_problems(image_path: Path, label_path: Path) -> list[tuple[Path, str]]:
+    """What is wrong with one (image, label) pair, from the two headers (see ``file_problems``)."""
+    headers, problems = {}, []
+    for path in (image_path, label_path):
+        try:
+            with Image.open(path) as image:  # reads the header; the pixels are decoded only by load()
+                headers[path] = image.mode, image.size
+        except FileNotFoundError:
+            problems.append((path, "does not exist"))
+        except (OSError, SyntaxError, ValueError) as error:
+            reason = str(error).replace(f" {str(path)!r}", "")  # PIL's message may repeat the path
+            problems.append((path, f"cannot be opened as an image ({reason})"))
+    if label_path in headers and headers[label_path][0] not in LABEL_MODES:
+        problems.append((label_path, f"has mode {headers[label_path][0]!r}; expected an 8-bit grey ('L') or "
+                                     f"palette ('P') PNG"))
+    if len(headers) == 2 and headers[image_path][1] != headers[label_path][1]:
+        (label_width, label_height), (image_width, image_height) = headers[label_path][1], headers[image_path][1]
+        problems.append((label_path, f"is {label_width}x{label_height} px but its image {str(image_path)!r} is "
+                                     f"{image_width}x{image_height} px"))
+    return problems
+
+
+def file_problems(pairs: Sequence[tuple[Path, Path]]) -> list[tuple[Path, str]]:
+    """What is wrong with the files of (image, label) pairs, from their headers alone (no pixel data is decoded).
+
+    A problem is a file that does not exist, one that does not open as an image, a label file that is not 8-bit
+    grey or palette, or a label whose size differs from its image's. The headers are read by a few threads, which
+    overlap the per-file latency of network file systems.
+
+    Args:
+        pairs: (image path, label path) per sample.
+
+    Returns:
+        (file, what is wrong) per problem, in the order of ``pairs``; empty when all is well.
+    """
+    def chunk_problems(start: int) -> list[tuple[Path, str]]:
+        return [problem for image_path, label_path in pairs[start:start + HEADER_CHUNK]
+                for problem in pair_problems(Path(image_path), Path(label_path))]
+
+    starts = range(0, len(pairs), HEADER_CHUNK)
+    if len(starts) <= 1:
+        return [problem for start in starts for problem in chunk_problems(start)]
+    with ThreadPoolExecutor(min(HEADER_THREADS, len(starts))) as pool:
+        return [problem for chunk in pool.map(chunk_problems, starts) for problem in chunk]
+
+
 def require_folder(folder: Path, root: Path, what: str) -> Path:
     """``folder`` if it is a directory; otherwise a FileNotFoundError listing the folders next to it.
 
@@ -248,8 +313,8 @@ def pair_labels(image_paths: Sequence[Path], label_candidates: Callable[[Path, s
         names: the name of each image, passed to ``label_candidates``.
 
     Raises:
-        FileNotFoundError: an image without any of its label files; the message names the image and the first
-            candidate.
+        FileNotFoundError: images without any of their label files; the message says how many and names the first
+            ``MAX_LISTED`` with their candidates.
     """
     listings: dict[Path, set[str]] = {}
 
@@ -258,13 +323,21 @@ def pair_labels(image_paths: Sequence[Path], label_candidates: Callable[[Path, s
             listings[path.parent] = set(os.listdir(path.parent)) if path.parent.is_dir() else set()
         return path.name in listings[path.parent]
 
-    label_paths, tables = [], []
+    label_paths, tables, unlabeled = [], [], []
     for image_path, name in zip(image_paths, names):
         candidates = label_candidates(image_path, name)
         found = next(((path, table) for path, table in candidates if exists(path)), None)
         if found is None:
-            expected = " or ".join(repr(str(path)) for path, _ in candidates)
-            raise FileNotFoundError(f"image {str(image_path)!r} has no label file; expected {expected}")
+            unlabeled.append((image_path, " or ".join(repr(str(path)) for path, _ in candidates)))
+            continue
         label_paths.append(found[0])
         tables.append(found[1])
+    if len(unlabeled) == 1:
+        image_path, expected = unlabeled[0]
+        raise FileNotFoundError(f"image {str(image_path)!r} has no label file; expected {expected}")
+    if unlabeled:
+        listed = "; ".join(f"image {str(image_path)!r} (expected {expected})"
+                           for image_path, expected in unlabeled[:MAX_LISTED])
+        more = f"; and {len(unlabeled) - MAX_LISTED} more" if len(unlabeled) > MAX_LISTED else ""
+        raise FileNotFoundError(f"{len(unlabeled)} of {len(image_paths)} images have no label file: {listed}{more}")
     return label_paths, tables

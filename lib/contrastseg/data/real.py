@@ -27,16 +27,18 @@ mean a broken or wrongly converted file, not an unlabelled pixel.
 
 A missing root names the data script that writes the layout (``PREPARE_COMMANDS``); a missing split folder or split
 list lists what exists; an image without a label file, an unreadable image, a size mismatch and an undefined
-label value each raise an error that names the file.
+label value each raise an error that names the file. Readers that list an image folder read every image type their
+layout allows (``IMAGE_SUFFIXES`` for COCO-Stuff and ADE20K) and name the other files they skip in a warning.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from contrastseg.data.folder import (
-    LabelTable, PairedSegmentation, SegmentationFolder, find_images, pair_labels, require_folder,
+    MAX_LISTED, LabelTable, PairedSegmentation, SegmentationFolder, pair_labels, require_folder,
 )
 from contrastseg.data.label_tables import (
     ADE20K_CLASSES, ADE20K_TO_TRAIN_ID, CAMVID_CLASSES, CAMVID_TO_TRAIN_ID, CITYSCAPES_CLASSES,
@@ -47,6 +49,8 @@ from contrastseg.data.partitions import read_split_list
 
 CITYSCAPES_LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
 COCO_STUFF_TRAIN_ID_SUFFIX = "_labelTrainIds.png"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""The image files the ``images/<folder>`` layouts read (COCO-Stuff, ADE20K): JPEG as published, or PNG."""
 
 # (label folder, label file suffix after the image name, lookup table), in order of preference
 LabelForm = tuple[Path, str, LabelTable]
@@ -83,10 +87,42 @@ def _require_root(root: str | Path, name: str) -> Path:
     return root
 
 
-def _pairs_in_folders(image_dir: Path, image_pattern: str, label_forms: list[LabelForm]) -> FoundPairs:
-    """The pairs of every image in ``image_dir`` matching ``image_pattern``, named by file name without suffix."""
-    image_paths = find_images(image_dir, image_pattern, image_pattern.replace("*", "<name>"))
+def _pairs_in_folders(image_dir: Path, image_suffixes: tuple[str, ...], label_forms: list[LabelForm]) -> FoundPairs:
+    """The pairs of every image in ``image_dir`` (``images_in_folder``), named by file name without suffix."""
+    image_paths = images_in_folder(image_dir, image_suffixes)
     return _pairs_of_images(image_paths, [path.stem for path in image_paths], label_forms)
+
+
+def images_in_folder(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The image files directly in ``folder`` whose suffix is one of ``suffixes`` (in any letter case), sorted.
+
+    The other files are not read, and a warning names them (hidden files such as ``.DS_Store`` aside), so that
+    images saved in another format are not dropped unnoticed.
+
+    Raises:
+        FileNotFoundError: no image file in ``folder``.
+        ValueError: two image files with one name (``<name>.jpg`` and ``<name>.png``); the message names them.
+    """
+    names = sorted(entry.name for entry in os.scandir(folder) if not entry.is_dir() and not entry.name.startswith("."))
+    images = [folder / name for name in names if Path(name).suffix.lower() in suffixes]
+    skipped = [name for name in names if Path(name).suffix.lower() not in suffixes]
+    if skipped:
+        listed = ", ".join(repr(name) for name in skipped[:MAX_LISTED])
+        more = f" and {len(skipped) - MAX_LISTED} more" if len(skipped) > MAX_LISTED else ""
+        warnings.warn(f"{len(skipped)} file(s) in {str(folder)!r} are not read, since image files there end in "
+                      f"{', '.join(suffixes)}: {listed}{more}", stacklevel=2)
+    if not images:
+        raise FileNotFoundError(f"no images found in {str(folder)!r} (expected <name> with one of the suffixes "
+                                f"{', '.join(suffixes)})")
+    by_name: dict[str, list[Path]] = {}
+    for path in images:
+        by_name.setdefault(path.stem, []).append(path)
+    clashes = [paths for paths in by_name.values() if len(paths) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(repr(path.name) for path in paths) for paths in clashes[:MAX_LISTED])
+        raise ValueError(f"{len(clashes)} image name(s) in {str(folder)!r} have more than one file, so which one "
+                         f"is the image is unclear: {listed}")
+    return images
 
 
 def _pairs_of_ids(ids: list[str], image_dir: Path, image_suffix: str, split_lists: list[Path],
@@ -140,10 +176,12 @@ class _RootedSegmentation(PairedSegmentation):
 class _ImagesAndAnnotations(_RootedSegmentation):
     """The ``images/<folder>/<name>.jpg`` + ``annotations/<folder>/<name><suffix>`` layout (COCO-Stuff, ADE20K).
 
-    Subclasses set ``split_folders`` (split -> folder), ``label_forms`` ((suffix, label table) pairs, the first form
-    present per image wins) and ``class_names``.
+    Images may also be ``.jpeg`` or ``.png`` files (``IMAGE_SUFFIXES``). Subclasses set ``split_folders``
+    (split -> folder), ``label_forms`` ((suffix, label table) pairs, the first form present per image wins) and
+    ``class_names``.
     """
 
+    image_suffixes = IMAGE_SUFFIXES
     split_folders: dict[str, str] = {}
     label_forms: tuple[tuple[str, LabelTable], ...] = ()
     class_names: tuple[str, ...] = ()
@@ -154,7 +192,7 @@ class _ImagesAndAnnotations(_RootedSegmentation):
         image_dir = require_folder(root / "images" / folder, root, "split folder")
         label_dir = require_folder(root / "annotations" / folder, root, "label folder")
         pairs, tables, ids = _pairs_in_folders(
-            image_dir, "*.jpg", [(label_dir, suffix, table) for suffix, table in self.label_forms])
+            image_dir, self.image_suffixes, [(label_dir, suffix, table) for suffix, table in self.label_forms])
         super().__init__(pairs, len(self.class_names), tables, ids, transform)
 
 
@@ -221,7 +259,7 @@ class CamVid(_RootedSegmentation):
         root = self._open(root, split)
         image_dir = require_folder(root / split, root, "split folder")
         label_dir = require_folder(root / f"{split}annot", root, "label folder")
-        pairs, tables, ids = _pairs_in_folders(image_dir, "*.png", [(label_dir, ".png", CAMVID_TO_TRAIN_ID)])
+        pairs, tables, ids = _pairs_in_folders(image_dir, (".png",), [(label_dir, ".png", CAMVID_TO_TRAIN_ID)])
         super().__init__(pairs, len(CAMVID_CLASSES), tables, ids, transform)
 
 
@@ -266,7 +304,7 @@ class CocoStuff10k(_ImagesAndAnnotations):
     Layout under ``root``::
 
         root/
-        ├── images/{train2014,test2014}/<name>.jpg                           RGB image
+        ├── images/{train2014,test2014}/<name>.jpg                           RGB image (or .jpeg, .png)
         └── annotations/{train2014,test2014}/<name>_labelTrainIds.png       1..171, 0 = unlabeled
 
     The folder layout and label values of mmsegmentation's 10k converter (and ``data_scripts/prepare_coco_stuff.py
@@ -299,7 +337,7 @@ class CocoStuff164k(_ImagesAndAnnotations):
     Layout under ``root``::
 
         root/
-        ├── images/{train2017,val2017}/<name>.jpg                            RGB image
+        ├── images/{train2017,val2017}/<name>.jpg                            RGB image (or .jpeg, .png)
         └── annotations/{train2017,val2017}/
             ├── <name>_labelTrainIds.png    train ids 0..170, 255 = unlabeled (read when present)
             └── <name>.png                  raw stuffthingmaps: 0-based COCO ids 0..181, 255 = unlabeled,
@@ -331,7 +369,7 @@ class ADE20K(_ImagesAndAnnotations):
     Layout under ``root`` (the ``ADEChallengeData2016`` folder)::
 
         root/
-        ├── images/{training,validation}/<name>.jpg          RGB image
+        ├── images/{training,validation}/<name>.jpg          RGB image (or <name>.jpeg, <name>.png)
         └── annotations/{training,validation}/<name>.png     8-bit label: 0 = other -> 255, c -> c - 1
 
     ``image_ids`` are ``<name>`` (e.g. ``ADE_train_00000001``).

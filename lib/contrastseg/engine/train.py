@@ -3,15 +3,35 @@
 ``train(cfg, run_dir)`` is resumable: it continues from ``run_dir/last.ckpt`` when one exists, and because the batch
 at each step and its augmentation depend only on (seed, step) (see ``batching``), a run that was interrupted and
 resumed on the CPU ends with the same weights as one that was not.
+
+What a run folder holds and how each file survives a crash:
+
+* ``last.ckpt`` and ``previous.ckpt``: the newest checkpoint and the one before it (``checkpoint``: written atomically,
+  loaded with ``weights_only=True``). A resume takes ``last.ckpt``; when it cannot be read or is not finite, it takes
+  ``previous.ckpt`` with a warning naming both, moves the failed one to ``damaged.ckpt`` and replays the steps after
+  the previous one, which gives the same weights. Temporary files of a write that was killed are deleted on resume.
+  ``previous.ckpt`` is deleted once the run has its metrics.
+* ``log.jsonl``: one JSON line per step, flushed and fsynced as it is written; a last line cut short by a kill is left
+  out with a warning naming the file, and the log is rewritten (atomically) on resume.
+* ``metrics.json``: written atomically once the run is evaluated; ``read_metrics`` names the file when it is damaged.
+
+The divergence guard: a step whose loss terms or whose gradients' total norm are not finite takes no update, and the
+run stops (``NonFiniteLossError``, ``NonFiniteGradientError``); before every checkpoint every parameter and buffer of
+the model, the teacher and the objective, and the optimizer's state, is checked, and a state that is not finite is
+never written: the run stops (``NonFiniteStateError``) without a checkpoint of it and without metrics. Each error
+names the step and the last checkpoint, which is finite.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -24,7 +44,8 @@ from contrastseg.paths import resolve_data_root
 from contrastseg.provenance import training_provenance
 from contrastseg.data.transforms import WeakStrongViews, strong_photometric, train_transform
 from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
-from contrastseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from contrastseg.engine.checkpoint import (load_checkpoint, non_finite_tensors, remove_stale_temporaries,
+                                           save_checkpoint, write_text_atomically)
 from contrastseg.engine.distributed import Distributed, convert_sync_batchnorm
 from contrastseg.engine.evaluate import autocast_for, evaluate
 from contrastseg.engine.semi import CutMix, EmaTeacher
@@ -34,13 +55,31 @@ from contrastseg.objectives import OBJECTIVES, build_objective, weighted_total
 from contrastseg.registry import lookup
 
 CHECKPOINT_NAME = "last.ckpt"
+PREVIOUS_CHECKPOINT_NAME = "previous.ckpt"
+DAMAGED_CHECKPOINT_NAME = "damaged.ckpt"
 LOG_NAME = "log.jsonl"
 METRICS_NAME = "metrics.json"
+TRAINING_FILES = (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, LOG_NAME, METRICS_NAME)
+"""The files training writes into a run folder (atomically, through temporary files beside them)."""
 DATA_SEED = 0  # the synthetic data set is one fixed data set; a run's seed varies the model, order and augmentation
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or infinite; the run stopped before the update, and the last checkpoint is intact."""
+    """The run diverged: something became NaN or infinite, and the run stopped without writing it or metrics.
+
+    Raised as such when a loss term is not finite (before the update); its subclasses ``NonFiniteGradientError`` and
+    ``NonFiniteStateError`` say that the gradients or the training state were. The message names the step and the
+    last checkpoint, whose every tensor is finite.
+    """
+
+
+class NonFiniteGradientError(NonFiniteLossError):
+    """The loss terms were finite, but the gradients' total norm was not; the update was skipped."""
+
+
+class NonFiniteStateError(NonFiniteLossError):
+    """Loss and gradients were finite, but a parameter or buffer (a BatchNorm running variance, a memory bank, an
+    optimizer buffer) was not when a checkpoint was due; the checkpoint was not written."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -115,7 +154,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
 
     Args:
         cfg: the experiment.
-        run_dir: folder for ``last.ckpt``, ``log.jsonl`` and ``metrics.json``.
+        run_dir: folder for ``last.ckpt``, ``previous.ckpt``, ``log.jsonl`` and ``metrics.json``.
         progress: show tqdm bars (on process 0).
         interrupt_at: stop after this many steps as if the process had been killed (for tests); returns None.
 
@@ -123,7 +162,9 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         The metrics written to ``metrics.json``: ``{"val": {...}, "steps", "train_seconds", ...}``.
 
     Raises:
-        NonFiniteLossError: a loss term became NaN or inf; the message names the step and the last good checkpoint.
+        NonFiniteLossError: the run diverged (a loss term, the gradients' total norm, or a parameter or buffer before
+            a checkpoint became NaN or inf; see the subclasses); the message names the step and the last checkpoint,
+            which is finite. Nothing non-finite is written, and there is no ``metrics.json``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +190,11 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     teacher = EmaTeacher(model, cfg.ema_momentum) if objective.semi_supervised else None
     if world.active:  # equal weights everywhere, but each process its own dropout masks
         torch.manual_seed(cfg.seed + world.rank * 1_000_003)
-    start_step, elapsed = resume(cfg, run_dir, model, objective, optimizer, teacher, world)
+    if world.is_main:
+        remove_stale_temporaries(run_dir, TRAINING_FILES)
+    resumed = resume(cfg, run_dir, model, objective, optimizer, teacher, world)
+    start_step, elapsed = resumed.step, resumed.train_seconds
+    kept = SavedCheckpoint(resumed.checkpoint, resumed.step)  # the newest checkpoint; every tensor of it is finite
     forward = training_forward(model, cfg.channels_last, cfg.compile)
     layout = memory_format(cfg.channels_last)
 
@@ -178,10 +223,13 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
             boxes = CutMix.draw(len(strong), *strong.shape[-2:], cfg.cutmix_probability, cfg.seed,
                                 step * world.world_size + world.rank, device)
             views = UnlabeledViews(weak, strong, boxes)
-        values = training_step(model, objective, optimizer, images, labels, step, lr, cfg.amp, views, teacher,
-                               forward=forward, world=world)
+        try:
+            values = training_step(model, objective, optimizer, images, labels, step, lr, cfg.amp, views, teacher,
+                                   forward=forward, world=world)
+        except NonFiniteGradientError as error:
+            raise NonFiniteGradientError(f"{error}; training stopped; {kept.describe()}") from None
         if not all(math.isfinite(v) for v in values.values()):
-            raise NonFiniteLossError(non_finite_message(step, values, run_dir / CHECKPOINT_NAME))
+            raise NonFiniteLossError(non_finite_message(step, values, kept))
         step += 1
         seconds = time.perf_counter() - began
         elapsed += seconds
@@ -194,10 +242,17 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         bar.update()
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            rng = world.gather_objects(random_state())  # every process takes part; process 0 writes
+            # every process checks its own state and takes part in the gather; process 0 writes
+            non_finite = non_finite_tensors(training_state(model, objective, optimizer, teacher))
+            shares = world.gather_objects({"rng": random_state(), "non_finite": non_finite})
+            diverged = list(dict.fromkeys(name for share in shares for name in share["non_finite"]))
+            if diverged:
+                raise NonFiniteStateError(non_finite_state_message(step, diverged, kept))
             if world.is_main:
-                save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed, teacher, rng),
-                                run_dir / CHECKPOINT_NAME)
+                save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed, teacher,
+                                                 [share["rng"] for share in shares]),
+                                run_dir / CHECKPOINT_NAME, previous=run_dir / PREVIOUS_CHECKPOINT_NAME)
+            kept = SavedCheckpoint(run_dir / CHECKPOINT_NAME, step)
         if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
             bar.close()
             world.barrier()
@@ -218,7 +273,8 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         **training_provenance(),
     }
     if world.is_main:
-        (run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=1))
+        write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=1))
+        (run_dir / PREVIOUS_CHECKPOINT_NAME).unlink(missing_ok=True)  # the final checkpoint is last.ckpt
     world.barrier()
     return metrics
 
@@ -274,13 +330,14 @@ def training_step(model, objective, optimizer, images: torch.Tensor, labels: tor
     objective gets the boxes as ``outputs["cutmix"]``, and the teacher follows the student after the update.
 
     The update is skipped when a term is not finite, so the weights stay those of the last good step; the caller
-    sees it in the returned values. On CUDA the step ends with a synchronisation, so the wall time around it is the
-    step's time.
+    sees it in the returned values. When the terms are finite but the gradients' total norm (``gradient_norm``) is
+    not, the update is skipped too and ``NonFiniteGradientError`` is raised. On CUDA the step ends with a
+    synchronisation, so the wall time around it is the step's time.
 
     ``forward`` is the callable that runs the student (``speed.training_forward``: the model, or its compiled
     form); ``model`` itself is what the teacher follows. Under data parallelism (``world``) the values are the
     means over processes, so every process skips or takes the update alike, and the gradients are averaged over
-    processes before it.
+    processes before it (so every process sees the same gradient norm).
 
     Returns:
         Every term's value by name, and "loss" (the weighted total).
@@ -301,7 +358,12 @@ def training_step(model, objective, optimizer, images: torch.Tensor, labels: tor
     if all(math.isfinite(v) for v in values.values()):
         optimizer.zero_grad(set_to_none=True)
         total.backward()
-        world.average_gradients([p for group in optimizer.param_groups for p in group["params"]])
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        world.average_gradients(parameters)
+        norm = gradient_norm(parameters)
+        if not math.isfinite(norm):
+            raise NonFiniteGradientError(f"the gradients' total norm is not finite at step {step + 1} "
+                                         f"(norm={norm}, loss={values['loss']:.4g}); the update was skipped")
         optimizer.step()
         objective.after_step(outputs, labels)
         if teacher is not None:
@@ -311,18 +373,99 @@ def training_step(model, objective, optimizer, images: torch.Tensor, labels: tor
     return values
 
 
+def gradient_norm(parameters) -> float:
+    """The total 2-norm of the parameters' gradients (those without one left out; 0.0 when none has one), reduced
+    in float64, so that it is not finite exactly when a gradient element is NaN or infinite."""
+    gradients = [p.grad for p in parameters if p.grad is not None]
+    if not gradients:
+        return 0.0
+    norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) for g in gradients])
+    return torch.linalg.vector_norm(norms).item()
+
+
+class Resumed(NamedTuple):
+    """Where a run continues: its step, training seconds so far, and the checkpoint it continues from (None: from
+    the start)."""
+
+    step: int
+    train_seconds: float
+    checkpoint: Path | None
+
+
+class SavedCheckpoint(NamedTuple):
+    """The newest checkpoint of a run as the training loop knows it: its path (None: none yet) and step."""
+
+    path: Path | None
+    step: int
+
+    def describe(self) -> str:
+        if self.path is None:
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint is {self.path} (step {self.step}), whose every tensor is finite"
+
+
+def training_state(model, objective, optimizer, teacher: EmaTeacher | None = None) -> dict:
+    """The state that a checkpoint keeps and the divergence guard checks: the model's, the objective's (memory
+    banks, own parameters), the optimizer's and the teacher's (None without one) state dicts."""
+    return {"model": model.state_dict(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+            "teacher": teacher.state_dict() if teacher is not None else None}
+
+
+def usable_checkpoint(run_dir: Path, set_aside: bool = True) -> tuple[Path, dict] | None:
+    """The newest checkpoint of ``run_dir`` that reads back and is finite, and its state: ``last.ckpt``, else
+    ``previous.ckpt`` (with a warning that names both); None when the folder has neither.
+
+    Args:
+        set_aside: move a failed ``last.ckpt`` to ``damaged.ckpt`` when ``previous.ckpt`` takes over, so that the
+            next checkpoint does not turn it into ``previous.ckpt`` (process 0 does; the others only read).
+
+    Raises:
+        RuntimeError: checkpoints exist, but none reads back finite; the message names each and why.
+    """
+    failed = []
+    for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME):
+        path = run_dir / name
+        try:
+            state = load_checkpoint(path)
+        except FileNotFoundError:
+            continue
+        except RuntimeError as error:
+            failed.append((path, str(error)))
+            continue
+        non_finite = non_finite_tensors({key: state.get(key) for key in ("model", "objective", "optimizer",
+                                                                          "teacher")})
+        if non_finite:
+            failed.append((path, f"checkpoint {path} holds {len(non_finite)} tensor(s) with NaN or inf values, "
+                                 f"e.g. {', '.join(non_finite[:3])}"))
+            continue
+        if name == PREVIOUS_CHECKPOINT_NAME:
+            reason = failed[0][1] if failed else f"there is no {run_dir / CHECKPOINT_NAME} (a write was interrupted)"
+            moved = ""
+            if failed and set_aside:
+                os.replace(failed[0][0], run_dir / DAMAGED_CHECKPOINT_NAME)
+                moved = f"; the failed file is now {run_dir / DAMAGED_CHECKPOINT_NAME}"
+            warnings.warn(f"{reason}; the run continues from {path} (step {state.get('step')}) and replays the steps "
+                          f"after it{moved}", stacklevel=3)
+        return path, state
+    if failed:
+        raise RuntimeError(f"no checkpoint of {run_dir} can be resumed from: "
+                           + "; ".join(reason for _, reason in failed) + "; delete them to train the run afresh")
+    return None
+
+
 def resume(cfg: ExperimentConfig, run_dir: Path, model, objective, optimizer,
-           teacher: EmaTeacher | None = None, world: Distributed = Distributed()) -> tuple[int, float]:
-    """Load ``last.ckpt`` into model, objective (memory banks), optimizer and teacher if it exists, and this
-    process's random state (a checkpoint holds one per process).
+           teacher: EmaTeacher | None = None, world: Distributed = Distributed()) -> Resumed:
+    """Load the newest usable checkpoint (``usable_checkpoint``: ``last.ckpt``, else ``previous.ckpt``) into
+    model, objective (memory banks), optimizer and teacher, and this process's random state (a checkpoint holds one
+    per process).
 
     Returns:
-        (step, training seconds so far); (0, 0.0) without a checkpoint.
+        (step, training seconds so far, the checkpoint's path); (0, 0.0, None) without a checkpoint.
     """
-    path = run_dir / CHECKPOINT_NAME
-    if not path.exists():
-        return 0, 0.0
-    state = load_checkpoint(path)
+    found = usable_checkpoint(run_dir, set_aside=world.is_main)
+    if found is None:
+        return Resumed(0, 0.0, None)
+    path, state = found
     if state.get("config_hash") != cfg.hash():
         raise ValueError(f"checkpoint {path} belongs to run key {state.get('config_hash')}, not {cfg.hash()}")
     if len(state["rng"]) != world.world_size:
@@ -338,7 +481,7 @@ def resume(cfg: ExperimentConfig, run_dir: Path, model, objective, optimizer,
     torch.set_rng_state(rng["cpu"])
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return state["step"], state.get("train_seconds", 0.0)
+    return Resumed(state["step"], state.get("train_seconds", 0.0), path)
 
 
 def random_state() -> dict:
@@ -349,16 +492,19 @@ def random_state() -> dict:
 
 def checkpoint_state(cfg: ExperimentConfig, model, objective, optimizer, step: int, elapsed: float,
                      teacher: EmaTeacher | None = None, rng: list[dict] | None = None) -> dict:
-    """Everything a resume needs; ``rng`` holds one ``random_state()`` per process, by rank (default: this one's)."""
-    return {"model": model.state_dict(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-            "teacher": teacher.state_dict() if teacher is not None else None, "step": step,
-            "rng": rng if rng is not None else [random_state()],
-            "train_seconds": elapsed, "config": cfg.to_dict(), "config_hash": cfg.hash()}
+    """Everything a resume needs, as tensors and plain values (it loads with ``weights_only=True``): the
+    ``training_state``, the step, ``rng`` (one ``random_state()`` per process, by rank; default: this one's), the
+    training seconds, the config as a dict and its hash."""
+    return training_state(model, objective, optimizer, teacher) | {
+        "step": step, "rng": rng if rng is not None else [random_state()],
+        "train_seconds": elapsed, "config": cfg.to_dict(), "config_hash": cfg.hash()}
 
 
 def load_trained_model(cfg: ExperimentConfig, run_dir: str | Path, device: str = "cpu",
                        teacher: bool = False) -> torch.nn.Module:
-    """The model of a finished (or checkpointed) run, in eval mode; its EMA teacher with ``teacher=True``."""
+    """The model of a finished (or checkpointed) run, in eval mode; its EMA teacher with ``teacher=True``.
+
+    It is read from ``last.ckpt`` only (a finished run's final state; ``previous.ckpt`` holds an earlier step)."""
     model = build_model(cfg)
     state = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
     if teacher:
@@ -372,13 +518,19 @@ def load_trained_model(cfg: ExperimentConfig, run_dir: str | Path, device: str =
     return model.to(device).eval()
 
 
-def non_finite_message(step: int, values: dict, checkpoint: Path) -> str:
+def non_finite_message(step: int, values: dict, kept: SavedCheckpoint) -> str:
+    """The error of a step whose loss terms are not finite (``step`` counted from 0)."""
     terms = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
-    if checkpoint.exists():
-        kept = f"the last good checkpoint is {checkpoint} (step {load_checkpoint(checkpoint)['step']})"
-    else:
-        kept = "no checkpoint had been written yet"
-    return f"loss is not finite at step {step + 1} ({terms}); training stopped before the update; {kept}"
+    return f"loss is not finite at step {step + 1} ({terms}); training stopped before the update; {kept.describe()}"
+
+
+def non_finite_state_message(step: int, names: list[str], kept: SavedCheckpoint) -> str:
+    """The error of a checkpoint not written because tensors ``names`` of the training state are not finite
+    (``step`` counted from 1, as checkpoints are)."""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (f"the training state is not finite at step {step} ({len(names)} tensor(s) with NaN or inf values: "
+            f"{shown}), although loss and gradients were; the run diverged between step {kept.step} and step "
+            f"{step}; the checkpoint of step {step} was not written; {kept.describe()}")
 
 
 def device_name(device: torch.device) -> str:
@@ -389,23 +541,71 @@ class StepLog:
     """A JSON-lines log of training steps; on resume, lines past the checkpoint are dropped so no step appears twice.
 
     A line holds "step", "lr", every loss term and "loss" (flat), "seconds", and "diagnostics": the objective's counts
-    of that step's forward (``diagnostics()``, process 0's batch), a dict by name.
+    of that step's forward (``diagnostics()``, process 0's batch), a dict by name. Each line is flushed and fsynced
+    as it is written; the rewrite on resume is atomic, and drops a last line cut short (``log_lines``).
     """
 
     def __init__(self, path: Path, keep_steps_below: int):
         self.path = path
-        kept = []
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= keep_steps_below]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = [text for text, record in log_lines(path) if record["step"] <= keep_steps_below]
+        write_text_atomically(path, "".join(text + "\n" for text in kept))
 
     def write(self, record: dict) -> None:
-        with self.path.open("a") as stream:
+        with self.path.open("a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
+def log_lines(path: Path) -> list[tuple[str, dict]]:
+    """(text, record) of every line of the step log ``path``, oldest first; [] without the file.
+
+    A last line that is not a JSON record (cut short when the process was killed or the disk was full) is left out
+    with a warning that names the file.
+
+    Raises:
+        ValueError: a line before the last is not a JSON record; the message names the file and the line.
+    """
+    if not path.exists():
+        return []
+    numbered = [(number, text) for number, text in enumerate(path.read_text(encoding="utf-8", errors="replace")
+                                                              .splitlines(), 1) if text.strip()]
+    lines = []
+    for position, (number, text) in enumerate(numbered):
+        try:
+            record = json.loads(text)
+            if not isinstance(record, dict) or "step" not in record:
+                raise ValueError("not a step record")
+        except ValueError as error:
+            if position == len(numbered) - 1:
+                warnings.warn(f"the last line ({number}) of the step log {path} is cut short (the process was killed "
+                              f"or the disk was full while writing it); it is left out", stacklevel=3)
+                break
+            raise ValueError(f"line {number} of the step log {path} is damaged ({error}); delete the run folder to "
+                             f"train it afresh") from error
+        lines.append((text, record))
+    return lines
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
-    """The logged steps of a run, oldest first."""
-    path = Path(run_dir) / LOG_NAME
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """The logged steps of a run, oldest first (a last line cut short is left out, with a warning)."""
+    return [record for _, record in log_lines(Path(run_dir) / LOG_NAME)]
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    """The ``metrics.json`` of a finished run.
+
+    Raises:
+        FileNotFoundError: the run has not finished.
+        ValueError: the file is damaged; the message names it.
+    """
+    path = Path(run_dir) / METRICS_NAME
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        metrics = json.loads(text)
+        if not isinstance(metrics, dict):
+            raise ValueError(f"it holds a {type(metrics).__name__}, not a mapping")
+    except ValueError as error:
+        raise ValueError(f"the metrics file {path} is damaged ({error}); delete it to evaluate the run again from "
+                         f"its checkpoint, or retrain the run (force=True)") from error
+    return metrics
