@@ -22,7 +22,8 @@ from contrastseg.data.download import (
     Archive, script_parser, fetch_archive, count_files, extract, print_summary,
 )
 
-ARCHIVE = Archive("http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip")
+ARCHIVE = Archive("http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
+                  sha1="219e1696abb36c8ba3a3afe7fb2f4b4606a897c7", checksum_source="https://github.com/dmlc/gluon-cv/blob/master/scripts/datasets/ade20k.py")
 ARCHIVE_FOLDER = "ADEChallengeData2016"
 SPLITS = ("training", "validation")
 

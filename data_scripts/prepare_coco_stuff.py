@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from contrastseg.data.download import (
-    Archive, script_parser, fetch_archive, convert_labels, count_files, download_dir, extract,
+    Archive, no_published_checksum, script_parser, fetch_archive, convert_labels, count_files, download_dir, extract,
     place_files, print_summary, read_lines,
 )
 from contrastseg.data.folder import IGNORE_INDEX, UNDEFINED_LABEL
@@ -41,9 +41,16 @@ from contrastseg.data.label_tables import COCO_STUFF_182_TO_171
 IMAGES_URL = "http://images.cocodataset.org/zips/"
 STUFF_URL = "http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/"
 ARCHIVES = {
-    "164k": {"train2017": Archive(IMAGES_URL + "train2017.zip"), "val2017": Archive(IMAGES_URL + "val2017.zip"),
-             "stuffthingmaps": Archive(STUFF_URL + "stuffthingmaps_trainval2017.zip")},
-    "10k": {"cocostuff-10k": Archive(STUFF_URL + "cocostuff-10k-v1.1.zip")},
+    "164k": {
+        "train2017": Archive(IMAGES_URL + "train2017.zip", sha1="10ad623668ab00c62c096f0ed636d6aff41faca5",
+                             checksum_source="https://github.com/dmlc/gluon-cv/blob/master/scripts/datasets/mscoco.py"),
+        "val2017": Archive(IMAGES_URL + "val2017.zip", sha1="4950dc9d00dbe1c933ee0170f5797584351d2a41",
+                           checksum_source="https://github.com/dmlc/gluon-cv/blob/master/scripts/datasets/mscoco.py"),
+        "stuffthingmaps": Archive(STUFF_URL + "stuffthingmaps_trainval2017.zip", checksum_source=no_published_checksum(
+            "neither the COCO-Stuff repository nor torchvision, TensorFlow Datasets or mmsegmentation list one")),
+    },
+    "10k": {"cocostuff-10k": Archive(STUFF_URL + "cocostuff-10k-v1.1.zip", checksum_source=no_published_checksum(
+        "neither the COCO-Stuff repository nor torchvision, TensorFlow Datasets or mmsegmentation list one"))},
 }
 SPLITS = {"164k": ("train2017", "val2017"), "10k": ("train2014", "test2014")}
 LABEL_SUFFIX = "_labelTrainIds.png"

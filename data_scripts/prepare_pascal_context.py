@@ -31,16 +31,18 @@ from pathlib import Path
 import numpy as np
 
 from contrastseg.data.download import (
-    Archive, script_parser, fetch_archive, convert_labels, count_files, download_dir, extract,
+    Archive, no_published_checksum, script_parser, fetch_archive, convert_labels, count_files, download_dir, extract,
     print_summary, read_lines, write_lines,
 )
 
 CONTEXT_URL = "https://cs.stanford.edu/~roozbeh/pascal-context/"
 ARCHIVES = {
     "voc2010": Archive("http://host.robots.ox.ac.uk/pascal/VOC/voc2010/VOCtrainval_03-May-2010.tar",
-                       md5="da459979d0c395079b5c75ee67908abb"),
-    "context": Archive(CONTEXT_URL + "trainval.tar.gz", filename="pascal-context-trainval.tar.gz"),
-    "labels": Archive(CONTEXT_URL + "labels.txt", filename="pascal-context-labels.txt"),
+                       md5="da459979d0c395079b5c75ee67908abb", checksum_source="https://github.com/pytorch/vision/blob/main/torchvision/datasets/voc.py"),
+    "context": Archive(CONTEXT_URL + "trainval.tar.gz", filename="pascal-context-trainval.tar.gz",
+                       checksum_source=no_published_checksum("the PASCAL-Context page publishes none")),
+    "labels": Archive(CONTEXT_URL + "labels.txt", filename="pascal-context-labels.txt",
+                      checksum_source=no_published_checksum("the PASCAL-Context page publishes none")),
 }
 CONTEXT_59_CLASSES = (
     "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle", "building", "bus",

@@ -44,9 +44,10 @@ from contrastseg.data.partitions import STANDARD_FRACTIONS, partition_indices, r
 
 ARCHIVES = {
     "voc2012": Archive("http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
-                       md5="6cd6e144f989b92b3379bac3b3de84fd"),
+                       md5="6cd6e144f989b92b3379bac3b3de84fd", checksum_source="https://github.com/pytorch/vision/blob/main/torchvision/datasets/voc.py"),
     "sbd": Archive("http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/"
-                   "benchmark.tgz", md5="82b4d87ceb2ed10f6038a1cba92111cb"),
+                   "benchmark.tgz", md5="82b4d87ceb2ed10f6038a1cba92111cb",
+                   checksum_source="https://github.com/pytorch/vision/blob/main/torchvision/datasets/sbd.py"),
 }
 SBD_FOLDER = "benchmark_RELEASE/dataset"
 SBD_KEY = "GTcls.Segmentation"

@@ -64,6 +64,19 @@ def test_bad_files_of_both_splits_are_named_with_their_split(tmp_path):
     assert [(split, path) for split, path, _ in error.value.problems] == [("train", train_label), ("val", val_image)]
 
 
+def test_training_stops_on_a_bad_val_file_before_its_first_step(tmp_path):
+    from contrastseg.engine import train
+
+    tree = ade20k_tree(tmp_path / "ade20k")
+    val_label = tree.root / "annotations" / "validation" / "ADE_val_00000001.png"
+    val_label.write_bytes(b"not a png")
+    cfg = smoke(dataset="ade20k", data_root=str(tree.root), steps=2, checkpoint_every=1, num_train=0, num_val=0,
+                batch_size=2)
+    with pytest.raises(DatasetFilesError, match=re.escape(str(val_label))):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "last.ckpt").exists() and not (tmp_path / "run" / "log.jsonl").exists()
+
+
 def test_label_size_and_mode_are_checked_from_the_headers(tmp_path):
     tree = ade20k_tree(tmp_path / "ade20k")
     tree.label.write_bytes(_png_bytes("RGB"))

@@ -22,7 +22,7 @@ import torch
 from contrastseg import paths
 from contrastseg.report import ENVIRONMENT_PACKAGES, environment, write_report
 from contrastseg.results import load_results, read_records, results_dir_for, save_figure, save_results
-from contrastseg.suite import format_failures, load_manifest, main, parse_overrides, run_suite
+from contrastseg.suite import CELL_TIMEOUTS, PRESETS, format_failures, load_manifest, main, parse_overrides, run_suite
 from contrastseg.tables import reported_numbers, summarize
 
 PARAMS = 'preset = "smoke"\nresults_dir = ""'
@@ -211,6 +211,40 @@ def test_set_overrides_reach_every_notebook_and_win_over_the_manifest(tmp_path, 
             parse_overrides(bad)
     with pytest.raises(ValueError, match="cannot be overridden"):
         run_suite("smoke", manifest, out, progress=False, overrides={"preset": "demo"})
+
+
+def test_a_hung_cell_fails_its_notebook_named_with_the_cell_and_the_batch_goes_on(tmp_path, capsys):
+    manifest = make_project(tmp_path)
+    write_notebook(tmp_path / "notebooks" / "hangs.ipynb", ["x = 1", "import time\ntime.sleep(600)", "print(x)"])
+    manifest.write_text("- notebook: notebooks/hangs.ipynb\n- notebook: notebooks/a_good.ipynb\n")
+    assert set(CELL_TIMEOUTS) == set(PRESETS)
+    assert main(["--manifest", str(manifest), "--out", str(tmp_path / "runs"), "--no-progress",
+                 "--cell-timeout", "3"]) == 1
+    printed = capsys.readouterr().out
+    assert "FAILED notebooks/hangs.ipynb" in printed and "cell 2: still running after the cell timeout of 3 s" in printed
+    assert "1 ok" in printed  # a_good ran after it
+    summary = json.loads((tmp_path / "runs" / "smoke" / "suite.json").read_text())
+    assert summary["notebooks"]["notebooks/hangs.ipynb"]["cell_index"] == 2
+    assert summary["notebooks"]["notebooks/a_good.ipynb"]["status"] == "ok"
+
+
+def test_unknown_parameter_names_are_errors_that_list_the_notebooks_parameters(tmp_path, capsys):
+    manifest = make_project(tmp_path)
+    out = tmp_path / "runs"
+    assert main(["--manifest", str(manifest), "--out", str(out), "--no-progress", "--only", "c_good",
+                 "--set", "lable=typo"]) == 2
+    error = capsys.readouterr().err
+    assert "--set lable" in error and "label, " not in error and "preset" not in error and "label" in error
+    assert not (out / "smoke" / "c_good").exists()  # nothing ran
+    manifest.write_text("- notebook: notebooks/c_good.ipynb\n  parameters: {smoke: {lable: second}}\n")
+    with pytest.raises(ValueError, match="c_good.ipynb the parameter.s. lable, which it does not have; its "
+                                         "parameters: preset, results_dir, label"):
+        run_suite("smoke", manifest, out, progress=False)
+    # a name that some notebooks of the batch declare reaches those, and only those
+    manifest = make_project(tmp_path)
+    result = run_suite("smoke", manifest, out, progress=False, overrides={"label": "everywhere"})
+    assert load_results(out / "smoke" / "a_good")["label"] == "everywhere"
+    assert "label" not in by_name(result)["b_broken"].parameters
 
 
 def test_module_entry_point():

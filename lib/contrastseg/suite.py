@@ -6,6 +6,7 @@ Usage::
     python -m contrastseg.suite --preset demo --only tab2  # notebooks whose path contains "tab2"
     python -m contrastseg.suite --preset paper --force     # rerun even the current ones
     python -m contrastseg.suite --preset demo --set steps=200  # a parameter for every notebook (YAML value)
+    python -m contrastseg.suite --preset smoke --cell-timeout 600  # stop any cell that runs longer than 10 minutes
     python -m contrastseg.suite --preset paper --dry-run   # the plan: runs, data needed, estimated GPU hours
 
 The manifest (``notebooks/manifest.yaml``) is a YAML list; each entry names a notebook, relative to the manifest's
@@ -19,9 +20,13 @@ folder or to its parent (the repository root), a title, and optional extra param
 For a notebook ``<stem>.ipynb`` and a preset, the batch writes the executed copy to ``<out>/<preset>/<stem>.ipynb``
 and passes ``results_dir=<out>/<preset>/<stem>/`` (an absolute path), where the notebook saves ``results.json`` and
 its figures (`contrastseg.results`). Injected parameters: ``preset``, ``results_dir``, the manifest's parameters
-for that preset, then those of ``--set`` (``overrides``), which win. Every notebook runs in this one Python process
-through ``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 s for the papermill CLI), with the
-``python3`` kernel and the notebook's folder as its working directory.
+for that preset, then those of ``--set`` (``overrides``), which win, in each notebook that declares them. A manifest
+parameter that its notebook does not declare, or a ``--set`` name that no notebook of the batch declares, is an error
+before anything runs, listing the valid names. Every notebook runs in this one Python process through
+``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 s for the papermill CLI), with the
+``python3`` kernel and the notebook's folder as its working directory. A cell that runs longer than the cell timeout
+(``--cell-timeout``, default per preset: ``CELL_TIMEOUTS``) is stopped: its notebook fails, named with the cell, and
+the batch goes on.
 
 Resume: after each notebook a stamp (``.suite_stamp.json`` in its results folder) records a hash of the notebook's
 cell sources and injected parameters, the key of every run the notebook used (``runs.USED_RUNS_ENV``), the keys of
@@ -66,6 +71,10 @@ STAMP_FILE = ".suite_stamp.json"
 USED_RUNS_FILE = ".used_runs.jsonl"
 KERNEL_NAME = "python3"
 RESERVED_PARAMETERS = ("preset", "results_dir")
+CELL_TIMEOUTS = {"smoke": 3600, "demo": 7 * 24 * 3600, "paper": 30 * 24 * 3600}
+"""Per preset, the default ``--cell-timeout`` in seconds: a cell that runs longer is stopped and fails its notebook.
+Far above any honest cell: the longest smoke cell (the claims ledger's training) takes minutes on a 2-core CPU; a
+demo or paper cell trains a whole table of runs on a GPU."""
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -340,9 +349,11 @@ def _source_cell_index(source_path: Path, executed_index: int) -> int:
 
 
 def run_notebook(execution: Execution, preset_dir: Path, force: bool = False,
-                 overrides: dict[str, Any] | None = None) -> NotebookOutcome:
+                 overrides: dict[str, Any] | None = None, cell_timeout: float | None = None) -> NotebookOutcome:
     """Run one notebook execution with papermill (or skip it when its executed copy is current); never raises
-    for a notebook's own failure. ``overrides`` are parameters for every notebook, over the manifest's."""
+    for a notebook's own failure. ``overrides`` are parameters over the manifest's; a cell running longer than
+    ``cell_timeout`` seconds (None: no limit) is stopped and fails the notebook, named with the cell."""
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
     entry = execution.entry
@@ -385,8 +396,14 @@ def run_notebook(execution: Execution, preset_dir: Path, force: bool = False,
     start = time.perf_counter()
     try:
         with environ(**{USED_RUNS_ENV: str(record_path)}):
-            _execute(entry, output, parameters)
+            _execute(entry, output, parameters, cell_timeout)
         outcome.status = "ok"
+    except CellTimeoutError as exc:
+        executed_index = _running_cell_index(output)
+        outcome.cell_index = None if executed_index is None else _source_cell_index(entry.path, executed_index)
+        outcome.ename, outcome.evalue = "CellTimeoutError", str(exc).strip().splitlines()[0]
+        outcome.error = (f"cell {outcome.cell_index}: still running after the cell timeout of {cell_timeout:g} s "
+                         f"(--cell-timeout); the kernel was stopped")
     except PapermillExecutionError as exc:
 
         outcome.cell_index = _source_cell_index(entry.path, exc.cell_index)
@@ -405,7 +422,19 @@ def run_notebook(execution: Execution, preset_dir: Path, force: bool = False,
     return outcome
 
 
-def _execute(entry: ManifestEntry, output: Path, parameters: dict[str, Any]) -> None:
+def _running_cell_index(executed_path: Path) -> int | None:
+    """The index (in the executed copy) of the cell that was running when papermill stopped: the last cell that
+    papermill started, since it saves each cell's status as it goes; None when the copy cannot be read."""
+    try:
+        cells = json.loads(executed_path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
+    started = [index for index, cell in enumerate(cells)
+               if cell.get("metadata", {}).get("papermill", {}).get("status") not in (None, "pending")]
+    return started[-1] if started else None
+
+
+def _execute(entry: ManifestEntry, output: Path, parameters: dict[str, Any], cell_timeout: float | None = None) -> None:
     import papermill
 
     papermill.execute_notebook(
@@ -414,6 +443,7 @@ def _execute(entry: ManifestEntry, output: Path, parameters: dict[str, Any]) -> 
         parameters=parameters,
         kernel_name=KERNEL_NAME,
         progress_bar=False,
+        execution_timeout=cell_timeout,
         cwd=os.fspath(entry.path.parent),
         # ipykernel warns on every start that it runs over TCP without encryption (harmless, local);
         # keep that out of the progress bar. Errors of the kernel app still show.
@@ -430,6 +460,7 @@ def run_suite(
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
     fresh: bool = False,
+    cell_timeout: float | None = None,
 ) -> SuiteResult:
     """Run the manifest's notebooks with ``preset``; see the module docstring.
 
@@ -440,9 +471,11 @@ def run_suite(
         force: rerun notebooks whose executed copy is current.
         only: run only the notebooks whose manifest path contains this substring.
         progress: show a progress bar over notebooks (stderr).
-        overrides: parameters injected into every notebook, over the manifest's (e.g. ``{"steps": 200}``); a
-            notebook without such a parameter gets the assignment anyway, which papermill reports and ignores.
+        overrides: parameters over the manifest's (e.g. ``{"steps": 200}``), injected into every notebook that
+            declares them; a name that no notebook of the batch declares is an error (``check_parameters``).
         fresh: retrain every run that had finished before the batch started (and rerun every notebook).
+        cell_timeout: seconds a cell may run before it is stopped and fails its notebook (the batch goes on);
+            None: the preset's ``CELL_TIMEOUTS``.
     """
     from tqdm import tqdm
 
@@ -452,6 +485,8 @@ def run_suite(
     if reserved:
         raise ValueError(f"the suite sets {', '.join(reserved)} itself; it cannot be overridden")
     planned = executions(_select(load_manifest(manifest_path), only), preset)
+    overrides_of = check_parameters(planned, overrides or {})
+    cell_timeout = CELL_TIMEOUTS[preset] if cell_timeout is None else cell_timeout
     preset_dir = Path(out_root) / preset
     preset_dir.mkdir(parents=True, exist_ok=True)
 
@@ -461,12 +496,47 @@ def run_suite(
     with environ(MPLBACKEND="agg", **_kernel_environment(out_root), **fresh_since):
         for execution in bar:
             bar.set_postfix_str(execution.name)
-            result.outcomes.append(run_notebook(execution, preset_dir, force=force or fresh, overrides=overrides))
+            result.outcomes.append(run_notebook(execution, preset_dir, force=force or fresh,
+                                                overrides=overrides_of[execution.name], cell_timeout=cell_timeout))
             result.summary_path = _write_summary(preset_dir, result)  # up to date if the batch is interrupted
     bar.close()
     result.summary_path = _write_summary(preset_dir, result)
     result.report_path = write_report(preset_dir, result.outcomes, title=f"contrastseg notebook suite: {preset}")
     return result
+
+
+def notebook_parameters(notebook_path: str | os.PathLike) -> list[str]:
+    """The names the notebook's ``parameters`` cell assigns, in order (``papermill.inspect_notebook``)."""
+    import papermill
+
+    return list(papermill.inspect_notebook(os.fspath(notebook_path)))
+
+
+def check_parameters(planned: list[Execution], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The overrides each execution gets (by name): those its notebook declares.
+
+    Raises:
+        ValueError: a manifest parameter that its notebook does not declare, or an override that no notebook of the
+            batch declares (a typo such as ``--set stepz=5``); the message lists the valid names.
+    """
+    declared = {execution.name: notebook_parameters(execution.entry.path) for execution in planned
+                if execution.entry.path.is_file()}
+    for execution in planned:
+        names = declared.get(execution.name)
+        unknown = [name for name in execution.parameters if names is not None and name not in names
+                   and name not in RESERVED_PARAMETERS]
+        if unknown:
+            raise ValueError(f"the manifest gives {execution.entry.notebook} the parameter(s) {', '.join(unknown)}, "
+                             f"which it does not have; its parameters: {', '.join(names)}")
+    everywhere = sorted({name for names in declared.values() for name in names} - set(RESERVED_PARAMETERS))
+    unknown = [name for name in overrides if name not in everywhere]
+    if unknown:
+        which = (f"{planned[0].entry.notebook}'s parameters" if len(declared) == 1
+                 else "the parameters of this batch's notebooks")
+        raise ValueError(f"--set {', '.join(unknown)}: no notebook of this batch has such a parameter; "
+                         f"{which}: {', '.join(everywhere)}")
+    return {execution.name: {name: value for name, value in overrides.items()
+                             if name in declared.get(execution.name, overrides)} for execution in planned}
 
 
 def _select(entries: list[ManifestEntry], only: str | None) -> list[ManifestEntry]:
@@ -497,13 +567,14 @@ def plan_suite(preset: str, manifest_path: str | os.PathLike = DEFAULT_MANIFEST,
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     planned = executions(_select(load_manifest(manifest_path), only), preset)
+    overrides_of = check_parameters(planned, overrides or {})
     notebooks = []
     with tempfile.TemporaryDirectory(prefix="contrastseg-plan-") as scratch:
         for index, execution in enumerate(tqdm(planned, desc=f"plan {preset}", unit="nb", file=sys.stderr,
                                                disable=not progress)):
             record_path = Path(scratch) / f"{index}.jsonl"
             parameters = {**execution.parameters, "results_dir": str(Path(scratch) / execution.name),
-                          "show_progress": False, **(overrides or {})}
+                          "show_progress": False, **overrides_of[execution.name]}
             error = ""
             with environ(MPLBACKEND="agg", **_kernel_environment(scratch), **{PLAN_ENV: str(record_path)}):
                 try:
@@ -574,6 +645,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a parameter for every notebook, VALUE read as YAML (e.g. steps=200, seeds=[0,1]); "
                              "repeatable")
+    parser.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                        help="stop a cell that runs longer and fail its notebook; the batch goes on (default per "
+                             "preset: " + ", ".join(f"{name} {seconds:g} s" for name, seconds in CELL_TIMEOUTS.items())
+                             + ")")
     parser.add_argument("--dry-run", action="store_true",
                         help="train nothing; print the runs each notebook would train, the data needed and an "
                              "estimate of the GPU hours")
@@ -590,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run_suite(
             args.preset, args.manifest, args.out, force=args.force, only=args.only, progress=not args.no_progress,
-            overrides=overrides, fresh=args.fresh,
+            overrides=overrides, fresh=args.fresh, cell_timeout=args.cell_timeout,
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -85,17 +85,19 @@ def sha256sum(path: str | Path) -> str:
     return file_digest(path, "sha256")
 
 
-def _expected_digests(md5: str | None, sha256: str | None) -> list[tuple[str, str]]:
-    return [(name, value.strip().lower()) for name, value in (("md5", md5), ("sha256", sha256)) if value]
+def _expected_digests(md5: str | None, sha256: str | None, sha1: str | None = None) -> list[tuple[str, str]]:
+    return [(name, value.strip().lower()) for name, value in (("md5", md5), ("sha1", sha1), ("sha256", sha256))
+            if value]
 
 
-def verify_checksum(path: str | Path, *, md5: str | None = None, sha256: str | None = None) -> None:
+def verify_checksum(path: str | Path, *, md5: str | None = None, sha256: str | None = None,
+                    sha1: str | None = None) -> None:
     """Check a file against the given digests (none given: nothing to check).
 
     Raises:
         ChecksumError: a digest differs; the message names the file, the expected and the computed digest.
     """
-    for algorithm, expected in _expected_digests(md5, sha256):
+    for algorithm, expected in _expected_digests(md5, sha256, sha1):
         got = file_digest(path, algorithm)
         if got != expected:
             raise ChecksumError(f"{algorithm} of {str(path)!r} is {got}, expected {expected}")
@@ -204,7 +206,7 @@ def _move_aside(path: Path) -> Path:
 
 
 def download(url: str, target: str | Path, *, md5: str | None = None, sha256: str | None = None,
-             progress: bool = True, timeout: float = 60.0, retries: int = 3) -> Path:
+             sha1: str | None = None, progress: bool = True, timeout: float = 60.0, retries: int = 3) -> Path:
     """Fetch ``url`` to ``target``, resuming an interrupted download, and verify it.
 
     An http(s) address is streamed to ``<target>.part``; when that file exists from an interrupted run, only the rest
@@ -217,6 +219,7 @@ def download(url: str, target: str | Path, *, md5: str | None = None, sha256: st
         target: where the file goes.
         md5: published MD5 hex digest, if any.
         sha256: published SHA-256 hex digest, if any.
+        sha1: published SHA-1 hex digest, if any (the digest GluonCV's loaders publish).
         progress: show a tqdm progress bar.
         timeout: seconds without data before a request fails.
         retries: further attempts after a dropped connection or a server error (5xx), each resuming the ``.part``.
@@ -232,7 +235,7 @@ def download(url: str, target: str | Path, *, md5: str | None = None, sha256: st
         FileNotFoundError: a local source does not exist.
     """
     target = Path(target)
-    expected = dict(md5=md5, sha256=sha256)
+    expected = dict(md5=md5, sha256=sha256, sha1=sha1)
     source = _local_source(url)
     if target.is_file():
         try:
@@ -276,6 +279,7 @@ class Archive:
         filename: name in the download folder; default: the last part of the address.
         md5: published MD5 digest, if any.
         sha256: published SHA-256 digest, if any.
+        sha1: published SHA-1 digest, if any.
         checksum_source: where the digest was published (a file of a well-kept loader, or a page), or, for an archive
             without one, ``no_published_checksum(reason)``.
 
@@ -287,6 +291,7 @@ class Archive:
     filename: str = ""
     md5: str = ""
     sha256: str = ""
+    sha1: str = ""
     checksum_source: str = ""
 
     def __post_init__(self) -> None:
@@ -299,8 +304,8 @@ class Archive:
 
     @property
     def has_checksum(self) -> bool:
-        """Whether a published MD5 or SHA-256 digest is known."""
-        return bool(self.md5 or self.sha256)
+        """Whether a published MD5, SHA-1 or SHA-256 digest is known."""
+        return bool(self.md5 or self.sha1 or self.sha256)
 
 
 def fetch(archive: Archive, download_dir: str | Path, *, url: str = "", skip_download: bool = False,
@@ -323,7 +328,7 @@ def fetch(archive: Archive, download_dir: str | Path, *, url: str = "", skip_dow
         ChecksumError: the file does not match the published checksum.
     """
     target = Path(download_dir) / archive.name
-    checksums = dict(md5=archive.md5, sha256=archive.sha256) if verify else {}
+    checksums = dict(md5=archive.md5, sha256=archive.sha256, sha1=archive.sha1) if verify else {}
     if verify and not archive.has_checksum:
         reason = archive.checksum_source.removeprefix(NO_PUBLISHED_CHECKSUM).lstrip(": ")
         print(f"warning: {archive.name} has no published checksum{f' ({reason})' if reason else ''}; its contents "

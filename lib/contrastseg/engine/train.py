@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from contrastseg.config import ExperimentConfig
-from contrastseg.data import build_dataset, dataset_info
+from contrastseg.data import build_dataset, check_dataset_files, dataset_info
 from contrastseg.data.partitions import image_ids, split_labeled
 from contrastseg.paths import resolve_data_root
 from contrastseg.provenance import training_provenance
@@ -178,6 +178,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     configure_kernels(cfg.speed)
     torch.manual_seed(cfg.seed)
     info = dataset_info(cfg.dataset)
+    check_dataset_files(cfg)  # every listed image and label of the train and eval splits opens, before any step
 
     model = build_model(cfg)
     if world.active and cfg.sync_bn:
