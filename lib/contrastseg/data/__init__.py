@@ -23,7 +23,6 @@ from contrastseg.data.real import (
 )
 from contrastseg.data.real import SPLITS as REAL_SPLITS
 from contrastseg.data.synthscapes import SynthScapes
-from contrastseg.data.transforms import train_transform
 from contrastseg.registry import lookup
 
 DATA_FIELDS = ("dataset", "data_root", "image_size", "crop_width", "base_size", "scale_min", "scale_max",
@@ -99,7 +98,11 @@ def build_dataset(name: str, split: str, *, root: str = "", image_size: int = 64
         A Dataset of ``(image, label)``: image (3, H, W) float32 in [0, 1], label (H, W) int64.
     """
     info = dataset_info(name)
-    transform = train_transform(image_size) if augment else None
+    transform = None
+    if augment:
+        from contrastseg.data.transforms import train_transform  # torchvision loads only where images are augmented
+
+        transform = train_transform(image_size)
     if not root:
         if name != "synthscapes":
             raise ValueError(f"data set {name!r} is read from disk; give its root folder")
@@ -116,5 +119,4 @@ def build_dataset(name: str, split: str, *, root: str = "", image_size: int = 64
 __all__ = [
     "ADE20K", "CamVid", "Cityscapes", "CocoStuff10k", "CocoStuff164k", "DATASETS", "DatasetInfo", "PairedSegmentation",
     "PascalContext", "SPLITS", "SegmentationFolder", "SynthScapes", "VOCAug", "build_dataset", "dataset_info",
-    "train_transform",
 ]
