@@ -9,6 +9,7 @@ with ``--time-preset``.
 
     python benchmarks/calibrate_laptop.py --out benchmarks/results/laptop_calibration   # the candidates
     python benchmarks/calibrate_laptop.py --time-preset                                 # the laptop preset, alone
+    python benchmarks/calibrate_laptop.py --profile     # where its time goes: data, forward, loss, backward, optimizer
 
 Writes ``<out>.json`` (every curve, per-class IoU, times), ``<out>.md`` (the table) and ``<out>.png`` (the curves).
 Runs go to a temporary run store unless ``--root`` names one.
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 
 from contrastseg import runs
-from contrastseg.config import MASK_CLASSIFICATION_SETTINGS, smoke
+from contrastseg.config import MASK_CLASSIFICATION_SETTINGS, laptop, smoke
 from contrastseg.data import dataset_info
 from contrastseg.provenance import git_commit, package_versions
 from contrastseg.report import cpu_model
@@ -125,12 +126,86 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def time_preset(root: Path) -> dict:
     """The laptop preset's CE run from start to metrics, timed as a user would meet it."""
-    from contrastseg.config import laptop
-
     started = time.perf_counter()
     result = runs.get_or_train(laptop(), root=root, progress=False)
     return {"wall_seconds": time.perf_counter() - started, "train_seconds": result.metrics["train_seconds"],
             "miou": result.metrics["val"]["miou"]}
+
+
+def profile_preset(root: Path, steps: int = 300) -> dict:
+    """Where a laptop CE run's time goes: rendering the scenes (once per process), then over ``steps`` steps the data
+    loader (augmentation and batching of rendered scenes, in the main process) and each part of a training step
+    (forward, loss, backward, optimizer); then the whole run with the loader in the main process and in one worker
+    (the same batches, so the same result)."""
+    import importlib
+
+    from torch.utils.data import DataLoader
+
+    engine = importlib.import_module("contrastseg.engine.train")  # the module; contrastseg.engine.train is also its function
+    from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
+    from contrastseg.objectives import build_objective, weighted_total
+
+    cfg = laptop()
+    torch.manual_seed(cfg.seed)
+    info = dataset_info(cfg.dataset)
+    labeled, _ = engine.build_training_sets(cfg)
+    began = time.perf_counter()
+    for index in range(len(labeled)):  # SynthScapes renders a scene on first access and keeps it in memory
+        labeled[index]
+    render = time.perf_counter() - began
+    train_set = SeededAugmentation(labeled, engine.augmentation(cfg), cfg.seed)
+    loader = DataLoader(train_set, batch_sampler=StepBatchSampler(len(train_set), cfg.batch_size, steps, cfg.seed, 0),
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    model = engine.build_model(cfg)
+    objective = build_objective(cfg, info.num_classes, info.ignore_index)
+    optimizer = engine.build_optimizer(cfg, model.parameters())
+    phases = dict.fromkeys(("data", "forward", "loss", "backward", "optimizer"), 0.0)
+    model.train()
+    clock = time.perf_counter()
+    for step, (images, labels) in enumerate(loader):
+        marks = [time.perf_counter()]
+        outputs = model(images)
+        marks.append(time.perf_counter())
+        total = weighted_total(objective(outputs, labels, step), objective.weights(step))
+        total.item()
+        marks.append(time.perf_counter())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        marks.append(time.perf_counter())
+        optimizer.step()
+        marks.append(time.perf_counter())
+        phases["data"] += marks[0] - clock
+        for name, start, end in zip(("forward", "loss", "backward", "optimizer"), marks, marks[1:]):
+            phases[name] += end - start
+        clock = time.perf_counter()
+    per_step_ms = {name: 1000 * seconds / steps for name, seconds in phases.items()}
+    whole = {}
+    for workers in (0, 1):
+        began = time.perf_counter()
+        result = runs.get_or_train(laptop(num_workers=workers), root=root / f"workers{workers}", progress=False)
+        whole[f"num_workers={workers}"] = {"wall_seconds": time.perf_counter() - began,
+                                           "train_seconds": result.metrics["train_seconds"],
+                                           "miou": result.metrics["val"]["miou"]}
+    return {"render_seconds": render, "profiled_steps": steps, "per_step_ms": per_step_ms, "runs": whole}
+
+
+def profile_markdown(profile: dict, machine: dict) -> str:
+    """The profile as a Markdown report."""
+    step_ms = profile["per_step_ms"]
+    total = sum(step_ms.values())
+    lines = [f"# Where a laptop CE run's time goes (CPU)", "",
+             f"Machine: {machine['cpu']}, {machine['threads']} torch threads, nothing else running; torch "
+             f"{machine['packages']['torch']}; commit {machine['commit']}; command `{profile['command']}`.", "",
+             f"Rendering the 512 training scenes (once per process, kept in memory): {profile['render_seconds']:.2f} s.",
+             "", f"A training step, mean over {profile['profiled_steps']} steps (the data loader in the main process, "
+             "on rendered scenes):", "",
+             "| part | ms/step | share |", "|---|---|---|"]
+    lines += [f"| {name} | {ms:.1f} | {ms / total:.0%} |" for name, ms in step_ms.items()]
+    lines += ["", "The whole run (2500 steps, final evaluation included), the loader in the main process and in one "
+              "worker process:", "", "| loader | wall (s) | of which steps (s) | val mIoU |", "|---|---|---|---|"]
+    lines += [f"| {name} | {run['wall_seconds']:.1f} | {run['train_seconds']:.1f} | {run['miou']:.4f} |"
+              for name, run in profile["runs"].items()]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/laptop_calibration"))
     parser.add_argument("--root", type=Path, help="run store root (default: a temporary folder)")
     parser.add_argument("--time-preset", action="store_true", help="time the laptop preset's CE run instead")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the laptop preset's CE run (data, forward, loss, backward, optimizer) instead")
     parser.add_argument("--mask-classification", action="store_true",
                         help="calibrate the supervised mask-classification baseline instead of CE")
     args = parser.parse_args(argv)
@@ -145,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
                "platform": platform.platform(), "packages": package_versions(), "commit": git_commit()}
     with tempfile.TemporaryDirectory(prefix="contrastseg-calibration-") as scratch:
         root = args.root or Path(scratch)
+        if args.profile:
+            profile = profile_preset(root) | {"machine": machine, "command": " ".join(sys.argv)}
+            args.out.with_name(args.out.name + "_profile.json").write_text(json.dumps(profile, indent=1))
+            report = profile_markdown(profile, machine)
+            args.out.with_name(args.out.name + "_profile.md").write_text(report)
+            print(report)
+            return 0
         if args.time_preset:
             timing = time_preset(root) | {"machine": machine, "command": " ".join(sys.argv)}
             print(json.dumps(timing, indent=1))

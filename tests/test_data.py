@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastseg.data import DATASETS, SegmentationFolder, SynthScapes, build_dataset, dataset_info, train_transform
+from contrastseg.data import DATASETS, SegmentationFolder, SynthScapes, build_dataset, dataset_info
+from contrastseg.data.transforms import train_transform
 from contrastseg.data.synthscapes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, POLE, SPLITS
 from data_scripts_loader import load_data_script
 

@@ -372,7 +372,7 @@ def why_rows(weights: tuple[float, ...] = TUNING_WEIGHTS, steps: int = 300, long
     and Contextrast (CCL + BANE) at each weight, all with a learning curve of ``curve_points`` points; both methods
     at weight 0.1 with a warm-up (weight 0 for the first third of the steps); and CE and both methods trained
     ``long_steps`` (0: no long runs)."""
-    curve = {"eval_every": max(steps // curve_points, 1)}
+    curve = {"steps": steps, "eval_every": max(steps // curve_points, 1)}
     rows = {"CE": {"method": "ce"} | curve}
     for method, overrides in TUNED_METHODS.items():
         rows |= {f"{method}, weight {weight:g}": overrides | {"contrast_weight": weight} | curve for weight in weights}

@@ -91,7 +91,7 @@ ENVIRONMENT_PACKAGES = ("contrastseg", "torch", "torchvision", "timm", "numpy", 
                         "seaborn", "matplotlib", "ipywidgets")
 PRESET_BANNERS = {
     "smoke": "a pipeline check, not an experiment. Every run is far too short (a tiny CNN on 64 px synthetic scenes, "
-             "300 steps; 150 for the mask-classification models) and there are far too few seeds: the numbers and "
+             "100 steps; 50 for the mask-classification models) and there are far too few seeds: the numbers and "
              "the verdicts below mean nothing about the methods. They show that every notebook runs end to end.",
     "laptop": "a CPU-sized preset: the tiny CNN on 96 px synthetic scenes (512 training and 128 val images), 2500 "
               "steps, at which its cross-entropy baseline has reached its plateau, and 5 seeds for the claims "

@@ -28,7 +28,6 @@ from contrastseg.data.real import (
 )
 from contrastseg.data.real import SPLITS as REAL_SPLITS
 from contrastseg.data.synthscapes import SynthScapes
-from contrastseg.data.transforms import train_transform
 from contrastseg.paths import resolve_data_root
 from contrastseg.registry import lookup
 
@@ -108,7 +107,11 @@ def build_dataset(name: str, split: str, *, root: str = "", image_size: int = 64
         A Dataset of ``(image, label)``: image (3, H, W) float32 in [0, 1], label (H, W) int64.
     """
     info = dataset_info(name)
-    transform = train_transform(image_size) if augment else None
+    transform = None
+    if augment:
+        from contrastseg.data.transforms import train_transform  # torchvision loads only where images are augmented
+
+        transform = train_transform(image_size)
     if not root:
         if name != "synthscapes":
             raise ValueError(f"data set {name!r} is read from disk; give its root folder")
@@ -231,5 +234,5 @@ def check_dataset_files(cfg: ExperimentConfig) -> dict[str, int]:
 __all__ = [
     "ADE20K", "CamVid", "Cityscapes", "CocoStuff10k", "CocoStuff164k", "DATASETS", "DatasetFilesError", "DatasetInfo",
     "PairedSegmentation", "PascalContext", "SPLITS", "SegmentationFolder", "SynthScapes", "VOCAug", "build_dataset",
-    "check_dataset_files", "check_split_files", "dataset_info", "train_transform",
+    "check_dataset_files", "check_split_files", "dataset_info",
 ]

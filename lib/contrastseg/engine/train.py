@@ -31,7 +31,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -42,17 +42,18 @@ from contrastseg.data import build_dataset, check_dataset_files, dataset_info
 from contrastseg.data.partitions import image_ids, split_labeled
 from contrastseg.paths import resolve_data_root
 from contrastseg.provenance import training_provenance
-from contrastseg.data.transforms import WeakStrongViews, strong_photometric, train_transform
 from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
 from contrastseg.engine.checkpoint import (load_checkpoint, non_finite_tensors, remove_stale_temporaries,
                                            save_checkpoint, write_text_atomically)
 from contrastseg.engine.distributed import Distributed, convert_sync_batchnorm
 from contrastseg.engine.evaluate import autocast_for, evaluate
-from contrastseg.engine.semi import CutMix, EmaTeacher
 from contrastseg.engine.speed import configure_kernels, memory_format, training_forward
 from contrastseg.models import build_segmentor
 from contrastseg.objectives import OBJECTIVES, build_objective, weighted_total
 from contrastseg.registry import lookup
+
+if TYPE_CHECKING:  # torchvision (the augmentations) and timm (the EMA teacher) load only where a run trains
+    from contrastseg.engine.semi import CutMix, EmaTeacher
 
 CHECKPOINT_NAME = "last.ckpt"
 PREVIOUS_CHECKPOINT_NAME = "previous.ckpt"
@@ -121,6 +122,8 @@ def build_training_sets(cfg: ExperimentConfig) -> tuple[Subset, Subset]:
 
 def augmentation(cfg: ExperimentConfig):
     """The training images' joint augmentation under ``cfg``: crop size, rescale range and its base size."""
+    from contrastseg.data.transforms import train_transform
+
     return train_transform(cfg.crop_size(), (cfg.scale_min, cfg.scale_max), base_size=cfg.base_size or None)
 
 
@@ -136,6 +139,8 @@ def unlabeled_batches(cfg: ExperimentConfig, unlabeled: Subset, start_step: int,
                       world: Distributed = Distributed()):
     """An iterator of (weak, strong) batches of unlabeled images for steps ``start_step ..``, seeded like the rest
     (this process's share of each under data parallelism)."""
+    from contrastseg.data.transforms import WeakStrongViews, strong_photometric
+
     batch_size = cfg.unlabeled_batch_size or cfg.batch_size
     seed = cfg.seed + 7919  # the unlabeled stream must not repeat the labeled one's order and augmentation
     views = SeededAugmentation(unlabeled, WeakStrongViews(augmentation(cfg), strong_photometric()),
@@ -188,7 +193,11 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     objective = build_objective(cfg, info.num_classes, info.ignore_index).to(device)
     # objectives may own parameters (RC²L's region projector); the others have none
     optimizer = build_optimizer(cfg, [*model.parameters(), *objective.parameters()])
-    teacher = EmaTeacher(model, cfg.ema_momentum) if objective.semi_supervised else None
+    teacher = None
+    if objective.semi_supervised:
+        from contrastseg.engine.semi import CutMix, EmaTeacher
+
+        teacher = EmaTeacher(model, cfg.ema_momentum)
     if world.active:  # equal weights everywhere, but each process its own dropout masks
         torch.manual_seed(cfg.seed + world.rank * 1_000_003)
     if world.is_main:
