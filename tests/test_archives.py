@@ -87,7 +87,7 @@ def test_every_archive_has_a_checksum_with_its_source_or_says_why_not():
     from contrastseg.data.download import NO_PUBLISHED_CHECKSUM
 
     archives = every_archive()
-    assert len(archives) == 10
+    assert len(archives) == 11
     for script, name, archive in archives:
         if archive.has_checksum:
             assert archive.checksum_source.startswith("https://"), f"{script}: {name} names no source of its digest"

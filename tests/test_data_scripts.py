@@ -326,16 +326,16 @@ def test_extract_refuses_to_write_through_a_link_already_on_disk(tmp_path):
 @pytest.mark.parametrize("name", ["normal.tar.gz", "normal.tgz", "normal.tar", "normal.zip"])
 def test_extract_once_then_skip(tmp_path, name):
     files = {"top/a.txt": b"alpha", "top/sub/b.txt": b"beta", "other/c.txt": b"gamma"}
-    if name.endswith(".zip"):
-        archive = make_zip(tmp_path / name, files, {"top/link.txt": "a.txt"})
+    if name.endswith(".zip"):  # links in zip archives are refused (test_archives)
+        archive = make_zip(tmp_path / name, files)
     else:
         archive = make_tar(tmp_path / name, files, [link_member("top/link.txt", "a.txt"),
                                                      link_member("top/hard.txt", "top/a.txt", tarfile.LNKTYPE)])
     root = tmp_path / "root"
     extract(archive, root, progress=False)
     assert (root / "top" / "sub" / "b.txt").read_bytes() == b"beta"
-    assert (root / "top" / "link.txt").is_symlink() and (root / "top" / "link.txt").read_bytes() == b"alpha"
     if not name.endswith(".zip"):
+        assert (root / "top" / "link.txt").is_symlink() and (root / "top" / "link.txt").read_bytes() == b"alpha"
         assert (root / "top" / "hard.txt").read_bytes() == b"alpha"
     (root / "top" / "a.txt").unlink()
     extract(archive, root, progress=False)  # finished before: skipped, so the deleted file stays deleted
@@ -533,7 +533,8 @@ def test_coco_stuff_164k(tmp_path):
     make_zip(downloads / "val2017.zip", {"val2017/000000000139.jpg": jpg(2, 3)})
     make_zip(downloads / "stuffthingmaps_trainval2017.zip", {"train2017/000000000009.png": png(raw),
                                                              "val2017/000000000139.png": png(raw)})
-    argv = ["--root", str(root), "--variant", "164k", "--skip-download", "--workers", "1", "--no-progress"]
+    argv = ["--root", str(root), "--variant", "164k", "--skip-download", "--no-checksum", "--workers", "1",
+            "--no-progress"]
     assert coco_stuff.main(argv) == 0
     assert (root / "images" / "train2017" / "000000000009.jpg").is_file()
     assert (root / "images" / "val2017" / "000000000139.jpg").is_file()
@@ -582,7 +583,7 @@ def test_ade20k(tmp_path, capsys):
         files[f"ADEChallengeData2016/images/{split}/ADE_{tag}_00000001.jpg"] = jpg()
         files[f"ADEChallengeData2016/annotations/{split}/ADE_{tag}_00000001.png"] = png([[0, 150], [1, 2]])
     make_zip(root / "downloads" / "ADEChallengeData2016.zip", files)
-    argv = ["--root", str(root), "--skip-download", "--no-progress"]
+    argv = ["--root", str(root), "--skip-download", "--no-checksum", "--no-progress"]
     assert ade20k.main(argv) == 0
     assert (root / "images" / "training" / "ADE_train_00000001.jpg").is_file()
     assert read_png(root / "annotations" / "validation" / "ADE_val_00000001.png").tolist() == [[0, 150], [1, 2]]

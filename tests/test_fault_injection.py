@@ -39,11 +39,12 @@ METHODS = {
 }
 
 KILLED_TRAINING = r"""
-import io, json, os, signal, sys
+import importlib, io, json, os, signal, sys
 
 from contrastseg.config import ExperimentConfig
-from contrastseg.engine import checkpoint
-from contrastseg.engine import train as engine
+
+checkpoint = importlib.import_module("contrastseg.engine.checkpoint")
+engine = importlib.import_module("contrastseg.engine.train")  # the module (contrastseg.engine.train is also a function)
 
 cfg = ExperimentConfig(**json.loads(sys.argv[1]))
 run_dir, fault, at = sys.argv[2], sys.argv[3], int(sys.argv[4])

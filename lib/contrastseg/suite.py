@@ -423,14 +423,15 @@ def run_notebook(execution: Execution, preset_dir: Path, force: bool = False,
 
 
 def _running_cell_index(executed_path: Path) -> int | None:
-    """The index (in the executed copy) of the cell that was running when papermill stopped: the last cell that
-    papermill started, since it saves each cell's status as it goes; None when the copy cannot be read."""
+    """The index (in the executed copy) of the cell that was running when papermill stopped: the last cell with a
+    start time (papermill saves each cell's times as it goes, and marks every cell "completed" at the end); None when
+    the copy cannot be read."""
     try:
         cells = json.loads(executed_path.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError, KeyError):
         return None
     started = [index for index, cell in enumerate(cells)
-               if cell.get("metadata", {}).get("papermill", {}).get("status") not in (None, "pending")]
+               if (cell.get("metadata", {}).get("papermill") or {}).get("start_time")]
     return started[-1] if started else None
 
 
