@@ -50,7 +50,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from contrastseg.config import RESULTS_FORMAT, ExperimentConfig
-from contrastseg.engine.checkpoint import remove_stale_temporaries, write_text_atomically
+from contrastseg.engine.checkpoint import read_json_mapping, remove_stale_temporaries, write_text_atomically
 from contrastseg.engine.distributed import TORCHRUN_VARIABLES, Distributed
 from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, DAMAGED_CHECKPOINT_NAME, LOG_NAME,
                                       METRICS_NAME, PREVIOUS_CHECKPOINT_NAME, TRAINING_FILES, evaluate_run,
@@ -168,14 +168,10 @@ def _stored_evaluation(path: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        stored = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-        if isinstance(stored, dict):
-            return stored
-        problem = f"it holds a {type(stored).__name__}"
+        return read_json_mapping(path)
     except ValueError as error:
-        problem = str(error)
-    warnings.warn(f"the stored evaluation {path} is damaged ({problem}); it is computed again", stacklevel=3)
-    return None
+        warnings.warn(f"the stored evaluation {path} is damaged ({error}); it is computed again", stacklevel=3)
+        return None
 
 
 def get_or_train(cfg: ExperimentConfig, *, root: str | Path | None = None, progress: bool = True,

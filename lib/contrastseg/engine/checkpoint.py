@@ -12,6 +12,7 @@ crafted file is refused instead of running its code.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -72,6 +73,19 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], None], previo
 def write_text_atomically(path: str | Path, text: str) -> Path:
     """``write_atomically`` of ``text`` as UTF-8."""
     return write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def read_json_mapping(path: str | Path) -> dict:
+    """The JSON object stored in ``path`` (a file ``write_text_atomically`` wrote).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not JSON, or holds something other than an object (the message says which).
+    """
+    value = json.loads(Path(path).read_text(encoding="utf-8", errors="replace"))
+    if not isinstance(value, dict):
+        raise ValueError(f"it holds a {type(value).__name__}, not a mapping")
+    return value
 
 
 def remove_stale_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:

@@ -43,8 +43,8 @@ from contrastseg.data.partitions import image_ids, split_labeled
 from contrastseg.paths import resolve_data_root
 from contrastseg.provenance import training_provenance
 from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
-from contrastseg.engine.checkpoint import (load_checkpoint, non_finite_tensors, remove_stale_temporaries,
-                                           save_checkpoint, write_text_atomically)
+from contrastseg.engine.checkpoint import (load_checkpoint, non_finite_tensors, read_json_mapping,
+                                           remove_stale_temporaries, save_checkpoint, write_text_atomically)
 from contrastseg.engine.distributed import Distributed, convert_sync_batchnorm
 from contrastseg.engine.evaluate import autocast_for, evaluate
 from contrastseg.engine.speed import configure_kernels, memory_format, training_forward
@@ -253,14 +253,15 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             # every process checks its own state and takes part in the gather; process 0 writes
-            non_finite = non_finite_tensors(training_state(model, objective, optimizer, teacher))
+            state = training_state(model, objective, optimizer, teacher)  # checked, then written as it is
+            non_finite = non_finite_tensors(state)
             shares = world.gather_objects({"rng": random_state(), "non_finite": non_finite})
             diverged = list(dict.fromkeys(name for share in shares for name in share["non_finite"]))
             if diverged:
                 raise NonFiniteStateError(non_finite_state_message(step, diverged, kept))
             if world.is_main:
                 save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed, teacher,
-                                                 [share["rng"] for share in shares]),
+                                                 [share["rng"] for share in shares], state=state),
                                 run_dir / CHECKPOINT_NAME, previous=run_dir / PREVIOUS_CHECKPOINT_NAME)
             kept = SavedCheckpoint(run_dir / CHECKPOINT_NAME, step)
         if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
@@ -501,11 +502,13 @@ def random_state() -> dict:
 
 
 def checkpoint_state(cfg: ExperimentConfig, model, objective, optimizer, step: int, elapsed: float,
-                     teacher: EmaTeacher | None = None, rng: list[dict] | None = None) -> dict:
+                     teacher: EmaTeacher | None = None, rng: list[dict] | None = None,
+                     state: dict | None = None) -> dict:
     """Everything a resume needs, as tensors and plain values (it loads with ``weights_only=True``): the
-    ``training_state``, the step, ``rng`` (one ``random_state()`` per process, by rank; default: this one's), the
-    training seconds, the config as a dict and its hash."""
-    return training_state(model, objective, optimizer, teacher) | {
+    ``training_state`` (``state`` when the caller has built it already), the step, ``rng`` (one ``random_state()``
+    per process, by rank; default: this one's), the training seconds, the config as a dict and its hash."""
+    state = state if state is not None else training_state(model, objective, optimizer, teacher)
+    return state | {
         "step": step, "rng": rng if rng is not None else [random_state()],
         "train_seconds": elapsed, "config": cfg.to_dict(), "config_hash": cfg.hash()}
 
@@ -610,11 +613,8 @@ def read_metrics(run_dir: str | Path) -> dict:
         ValueError: the file is damaged; the message names it.
     """
     path = Path(run_dir) / METRICS_NAME
-    text = path.read_text(encoding="utf-8", errors="replace")
     try:
-        metrics = json.loads(text)
-        if not isinstance(metrics, dict):
-            raise ValueError(f"it holds a {type(metrics).__name__}, not a mapping")
+        metrics = read_json_mapping(path)
     except ValueError as error:
         raise ValueError(f"the metrics file {path} is damaged ({error}); delete it to evaluate the run again from "
                          f"its checkpoint, or retrain the run (force=True)") from error
