@@ -142,8 +142,9 @@ def profile_preset(root: Path, steps: int = 300) -> dict:
     from torch.utils.data import DataLoader
 
     engine = importlib.import_module("contrastseg.engine.train")  # the module; contrastseg.engine.train is also its function
-    from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
-    from contrastseg.objectives import build_objective, weighted_total
+    from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler, augmentation
+    from contrastseg.methods import build_objective
+    from contrastseg.objectives import weighted_total
 
     cfg = laptop()
     torch.manual_seed(cfg.seed)
@@ -153,7 +154,7 @@ def profile_preset(root: Path, steps: int = 300) -> dict:
     for index in range(len(labeled)):  # SynthScapes renders a scene on first access and keeps it in memory
         labeled[index]
     render = time.perf_counter() - began
-    train_set = SeededAugmentation(labeled, engine.augmentation(cfg), cfg.seed)
+    train_set = SeededAugmentation(labeled, augmentation(cfg), cfg.seed)
     loader = DataLoader(train_set, batch_sampler=StepBatchSampler(len(train_set), cfg.batch_size, steps, cfg.seed, 0),
                         generator=torch.Generator().manual_seed(cfg.seed))
     model = engine.build_model(cfg)

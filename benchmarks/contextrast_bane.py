@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from contrastseg.samplers import boundary_aware_negatives, distance_transform, downsample_labels
+from contrastseg.methods.contextrast.bane import boundary_aware_negatives
+from contrastseg.samplers import distance_transform, downsample_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, write_result  # noqa: E402

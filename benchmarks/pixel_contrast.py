@@ -4,7 +4,7 @@ Two parts, each timed for both implementations:
 
 * ``step``: one training step of the memory variant without the network: hard anchor sampling, building the contrast
   set from the memory, loss forward + backward (into the embeddings), memory update. "ours" is
-  ``contrastseg.samplers.hard_anchor_sampling`` + ``contrastseg.memory.ClassMemory`` (a segment and a pixel memory)
+  ``contrastseg.samplers.hard_anchor_sampling`` + ``contrastseg.methods.pixel_contrast.memory.ClassMemory`` (a segment and a pixel memory)
   + ``contrastseg.losses.PixelContrastLoss``; "reference_loop" is ``benchmarks/reference_loop.py``.
 * ``loss``: the loss alone (forward + backward) on identical random anchors and memory rows (``time_loss_only``).
 
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, write_result  # noqa: E402
 from reference_loop import LoopClassMemory, dense_memory_loss, hard_anchor_sampling_loop  # noqa: E402
 
-from contrastseg.losses import PixelContrastLoss  # noqa: E402
+from contrastseg.methods.pixel_contrast.loss import PixelContrastLoss  # noqa: E402
 
 SCALES = {
     "paper": dict(batch=2, height=128, width=256, num_classes=19, memory_size=5000, dim=256, max_samples=1024,
@@ -62,11 +62,11 @@ TOLERANCE = 1e-5
 def import_vectorised():
     """The vectorised sampler and memory bank of "ours"; a clear ImportError while they do not exist."""
     try:
-        from contrastseg.memory import PixelSegmentMemory
+        from contrastseg.methods.pixel_contrast.memory import PixelSegmentMemory
         from contrastseg.samplers import gather_pixels, hard_anchor_sampling
     except ImportError as error:
         raise ImportError(
-            "the full pixel-contrast benchmark needs contrastseg.samplers and contrastseg.memory, which cannot be "
+            "the full pixel-contrast benchmark needs contrastseg.samplers and contrastseg.methods.pixel_contrast.memory, which cannot be "
             f"imported ({error}); run with --loss-only to benchmark the loss alone") from error
     return hard_anchor_sampling, gather_pixels, PixelSegmentMemory
 

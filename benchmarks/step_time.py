@@ -44,11 +44,11 @@ import torch
 
 from contrastseg.config import ExperimentConfig, preset
 from contrastseg.data import dataset_info
-from contrastseg.engine.semi import CutMix, EmaTeacher
+from contrastseg.engine.distributed import resolve_device
+from contrastseg.engine.semi import CutMix, EmaTeacher, UnlabeledViews
 from contrastseg.engine.speed import configure_kernels, memory_format, training_forward
-from contrastseg.engine.train import (UnlabeledViews, build_model, build_optimizer, build_split, resolve_device,
-                                      training_step)
-from contrastseg.objectives import build_objective
+from contrastseg.engine.train import build_model, build_optimizer, build_split, training_step
+from contrastseg.methods import build_objective
 from contrastseg.paper_settings import SETTINGS
 from contrastseg.plan import forward_flops
 
@@ -132,7 +132,7 @@ def measure(preset_name: str, specs: list[str], device: str, steps: int, warmup:
                 fill_with_random_rows(queue, torch.Generator().manual_seed(0))
         objective = objective.to(target)
         optimizer = build_optimizer(cfg, [*model.parameters(), *objective.parameters()])
-        teacher = EmaTeacher(model, cfg.ema_momentum) if objective.semi_supervised else None
+        teacher = EmaTeacher(model, cfg.ema_momentum) if cfg.method_spec().semi_supervised else None
         runs[spec] = {"cfg": cfg, "model": model, "objective": objective, "optimizer": optimizer, "times": [],
                       "peak_mb": 0.0, "teacher": teacher,
                       "forward": training_forward(model, cfg.channels_last, cfg.compile)}

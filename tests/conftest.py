@@ -24,3 +24,20 @@ def runs_root(tmp_path, monkeypatch):
     monkeypatch.setenv("CONTRASTSEG_RUNS", str(tmp_path / "runs"))
     return tmp_path / "runs"
 
+
+
+@pytest.fixture
+def register_objective(monkeypatch):
+    """Register a test objective as a method for one test: ``register_objective("name", ObjectiveClass)`` adds a
+    method with the fields and flags of ``like`` (default "ce") whose objective is the given class."""
+    from contrastseg.method import Method
+    from contrastseg.methods import METHODS
+
+    def register(name: str, objective, like: str = "ce") -> Method:
+        base = METHODS[like]
+        method = Method(name, base.config, objective, semi_supervised=base.semi_supervised,
+                        mask_classification=base.mask_classification)
+        monkeypatch.setitem(METHODS, name, method)
+        return method
+
+    return register

@@ -8,7 +8,8 @@ import torch
 
 from contrastseg.config import preset
 from contrastseg.engine.train import build_model, build_optimizer, training_step
-from contrastseg.objectives import build_objective, weighted_total
+from contrastseg.methods import build_objective
+from contrastseg.objectives import weighted_total
 
 IGNORE = 255
 SUPERVISED_METHODS = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastseg.losses.anchors import class_anchors, mix_anchors
+from contrastseg.methods.contextrast.anchors import class_anchors, mix_anchors
 from contrastseg.losses.functional import pixel_contrast
 
 

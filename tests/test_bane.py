@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from contrastseg.samplers.bane import BaneSample, boundary_aware_negatives, negatives_mask
+from contrastseg.methods.contextrast.bane import BaneSample, boundary_aware_negatives, negatives_mask
 from contrastseg.samplers.distance import distance_transform
 
 IGNORE = 255

@@ -13,7 +13,8 @@ import torch
 
 from contrastseg import claims, runs
 from contrastseg.claims import Claim
-from contrastseg.config import REGION_LOSSES, preset, smoke
+from contrastseg.claims import REGION_LOSSES
+from contrastseg.config import preset, smoke
 from contrastseg.engine.train import load_trained_model
 from contrastseg.tables import t_interval
 

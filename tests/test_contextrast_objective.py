@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from contrastseg.config import smoke
 from contrastseg.engine import read_log, train
 from contrastseg.engine.train import build_model
-from contrastseg.objectives import ContextrastObjective, build_objective, weighted_total
-from contrastseg.objectives.contextrast import MIN_PIXELS_PER_CLASS, level_weights
-from contrastseg.samplers import boundary_aware_negatives, class_balanced_sampling, downsample_labels
+from contrastseg.methods import build_objective
+from contrastseg.methods.contextrast.bane import boundary_aware_negatives
+from contrastseg.methods.contextrast.objective import MIN_PIXELS_PER_CLASS, ContextrastObjective, level_weights
+from contrastseg.objectives import weighted_total
+from contrastseg.samplers import class_balanced_sampling, downsample_labels
 
 TAU = 0.1
 EVERYTHING = {"max_pixels": 10**6, "max_pixels_per_class": 10**6}  # caps that keep every pixel: no randomness

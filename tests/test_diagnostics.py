@@ -11,7 +11,7 @@ import torch
 
 from contrastseg.config import smoke
 from contrastseg.engine import read_log, train
-from contrastseg.objectives import OBJECTIVES, build_objective
+from contrastseg.methods import METHODS, build_objective
 from contrastseg.report import write_report
 from contrastseg.results import save_results
 from contrastseg.tables import (activity_line, activity_lines, method_activity, method_terms, summarize,
@@ -35,7 +35,7 @@ def test_every_objective_names_its_method_terms():
     assert method_terms("ce") == () and method_terms("mask_classification") == ()
     assert method_terms("pixel_contrast") == ("contrast",) and method_terms("contextrast") == ("contrast",)
     assert method_terms("rc2l") == ("rcc", "smc", "rmc", "rfc")
-    assert all(isinstance(OBJECTIVES[name].method_terms, tuple) for name in OBJECTIVES)
+    assert all(isinstance(method.objective_class().method_terms, tuple) for method in METHODS.values())
 
 
 def test_supervised_runs_log_empty_diagnostics_and_the_loss_values_stay_flat(tmp_path):

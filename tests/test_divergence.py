@@ -18,7 +18,8 @@ from contrastseg.engine import NonFiniteLossError, train
 from contrastseg.engine.checkpoint import load_checkpoint, non_finite_tensors
 from contrastseg.engine.train import (NonFiniteGradientError, NonFiniteStateError, build_model, build_optimizer,
                                       gradient_norm, training_step)
-from contrastseg.objectives import OBJECTIVES, CrossEntropyObjective, build_objective
+from contrastseg.methods import build_objective
+from contrastseg.objectives import CrossEntropyObjective
 
 # a checkpoint after every step: the guard must keep each of them finite
 EVERY_STEP = dict(steps=12, checkpoint_every=1, num_train=16, num_val=4, batch_size=4, image_size=64, num_threads=1)
@@ -79,7 +80,7 @@ def test_a_run_that_ends_non_finite_is_not_cached_as_finished(runs_root):
 class GradientNaNAtStep(CrossEntropyObjective):
     """Cross-entropy plus, at step 5 (counted from 0), a term whose value is 0 and whose gradient is NaN."""
 
-    def forward(self, outputs, labels, step):
+    def forward(self, outputs, labels, step, unlabeled=None):
         terms = super().forward(outputs, labels, step)
         if step == 5:
             logits = outputs["logits"]
@@ -87,8 +88,8 @@ class GradientNaNAtStep(CrossEntropyObjective):
         return terms
 
 
-def test_non_finite_gradients_skip_the_update_and_stop_the_run(tmp_path, monkeypatch):
-    monkeypatch.setitem(OBJECTIVES, "gradient_nan_at_5", GradientNaNAtStep)
+def test_non_finite_gradients_skip_the_update_and_stop_the_run(tmp_path, register_objective):
+    register_objective("gradient_nan_at_5", GradientNaNAtStep)
     cfg = smoke(method="gradient_nan_at_5", steps=12, checkpoint_every=4, num_train=16, num_val=4, batch_size=4,
                 image_size=64, num_threads=1)
     with pytest.raises(NonFiniteGradientError, match=r"norm is not finite at step 6 .*last good checkpoint "
@@ -98,8 +99,8 @@ def test_non_finite_gradients_skip_the_update_and_stop_the_run(tmp_path, monkeyp
     assert_stopped_with_a_finite_checkpoint(stopped.value, tmp_path)
 
 
-def test_a_training_step_with_non_finite_gradients_leaves_the_weights_alone(monkeypatch):
-    monkeypatch.setitem(OBJECTIVES, "gradient_nan_at_5", GradientNaNAtStep)
+def test_a_training_step_with_non_finite_gradients_leaves_the_weights_alone(register_objective):
+    register_objective("gradient_nan_at_5", GradientNaNAtStep)
     cfg = smoke(method="gradient_nan_at_5")
     torch.manual_seed(0)
     model = build_model(cfg)

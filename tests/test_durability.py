@@ -21,7 +21,7 @@ from contrastseg.config import smoke
 from contrastseg.engine import read_log, train
 from contrastseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from contrastseg.engine.train import build_model, build_optimizer, checkpoint_state, read_metrics
-from contrastseg.objectives import build_objective
+from contrastseg.methods import build_objective
 
 TINY = dict(steps=8, checkpoint_every=2, num_train=8, num_val=4, batch_size=4, image_size=64, num_threads=1)
 

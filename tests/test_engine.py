@@ -13,7 +13,7 @@ import torch
 from contrastseg.config import smoke
 from contrastseg.engine import NonFiniteLossError, read_log, train
 from contrastseg.engine.checkpoint import load_checkpoint, save_checkpoint
-from contrastseg.objectives import OBJECTIVES, CrossEntropyObjective
+from contrastseg.objectives import CrossEntropyObjective
 
 TINY = dict(steps=12, checkpoint_every=4, num_train=16, num_val=4, batch_size=4, image_size=64)
 
@@ -60,15 +60,15 @@ def test_a_killed_process_resumes_to_the_same_result(tmp_path):
 
 
 class NaNAtStep(CrossEntropyObjective):
-    def forward(self, outputs, labels, step):
+    def forward(self, outputs, labels, step, unlabeled=None):
         terms = super().forward(outputs, labels, step)
         if step == 5:
             terms["ce"] = terms["ce"] * float("nan")
         return terms
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setitem(OBJECTIVES, "nan_at_5", NaNAtStep)
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, register_objective):
+    register_objective("nan_at_5", NaNAtStep)
     cfg = smoke(method="nan_at_5", **TINY)
     with pytest.raises(NonFiniteLossError, match=r"step 6 \(ce=nan.*last good checkpoint .*last.ckpt \(step 4\)"):
         train(cfg, tmp_path, progress=False)

@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from contrastseg.memory import ClassMemory, PixelSegmentMemory
+from contrastseg.methods.pixel_contrast.memory import ClassMemory, PixelSegmentMemory
 
 IGNORE = 255
 

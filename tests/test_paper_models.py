@@ -13,8 +13,9 @@ import torch
 
 from contrastseg.models import build_segmentor, concat_levels, spatial_gather
 from contrastseg.models.hrnet import HRNetBackbone
-from contrastseg.objectives import (ContextrastObjective, CrossEntropyObjective, PixelContrastObjective,
-                                    weighted_total)
+from contrastseg.methods.contextrast.objective import ContextrastObjective
+from contrastseg.methods.pixel_contrast.objective import PixelContrastObjective
+from contrastseg.objectives import CrossEntropyObjective, weighted_total
 
 K = 5
 SIZE = (64, 64)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastseg.losses import PixelContrastLoss
+from contrastseg.methods.pixel_contrast.loss import PixelContrastLoss
 from contrastseg.losses.functional import MIN_CHUNK_ROWS, SIMILARITY_BUDGET, default_chunk_size, pixel_contrast
 
 

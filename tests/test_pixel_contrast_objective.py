@@ -7,8 +7,11 @@ from contrastseg.config import preset, smoke
 from contrastseg.engine import read_log, train
 from contrastseg.engine.checkpoint import load_checkpoint
 from contrastseg.engine.train import build_model
-from contrastseg.objectives import PixelContrastObjective, build_objective, weighted_total
-from contrastseg.objectives import pixel_contrast as pixel_contrast_module
+from contrastseg.methods import build_objective
+from contrastseg.methods.pixel_contrast import objective as pixel_contrast_module
+from contrastseg.methods.pixel_contrast.config import PixelContrastConfig
+from contrastseg.methods.pixel_contrast.objective import PixelContrastObjective
+from contrastseg.objectives import weighted_total
 
 SHORT = dict(steps=8, checkpoint_every=4, num_train=16, num_val=4, batch_size=4)
 
@@ -108,7 +111,7 @@ def test_semi_hard_pool_is_checked_and_reaches_the_selection(monkeypatch):
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="semi_hard_pool"):
             smoke(semi_hard_pool=bad)
-    assert "semi_hard_pool" in PixelContrastObjective.config_fields
+    assert "semi_hard_pool" in PixelContrastConfig.field_names()
     calls = []
     monkeypatch.setattr(pixel_contrast_module, "select_contrast",
                         lambda *args, **kwargs: calls.append((args, kwargs)) or torch.ones(2, 3, dtype=torch.bool))

@@ -10,8 +10,9 @@ from contrastseg.config import smoke
 from contrastseg.engine import read_log, train
 from contrastseg.engine.checkpoint import load_checkpoint
 from contrastseg.engine.semi import CutMix
-from contrastseg.objectives import MaskClassificationObjective, RC2LObjective
-from contrastseg.objectives.rc2l import sigmoid_rampup
+from contrastseg.methods.rc2l.config import RC2LConfig
+from contrastseg.methods.rc2l.objective import RC2LObjective, sigmoid_rampup
+from contrastseg.objectives import MaskClassificationObjective
 
 NUM_CLASSES = 4
 CONFIDENT = 12.0
@@ -207,7 +208,7 @@ def projector_layer_sizes(objective):
 
 def test_region_projector_is_mask_dim_to_mask_dim_to_region_proj_dim():
     from contrastseg.config import preset
-    from contrastseg.objectives import build_objective
+    from contrastseg.methods import build_objective
     from contrastseg.paper_settings import SETTINGS
 
     cfg = preset("smoke", method="rc2l")  # mask_dim 32, proj_dim 32
@@ -216,6 +217,6 @@ def test_region_projector_is_mask_dim_to_mask_dim_to_region_proj_dim():
     assert projector_layer_sizes(build_objective(other, 9)) == [(32, 32), (32, 16)]
     paper = preset(f"paper:{next(name for name in SETTINGS if name.startswith('rc2l/'))}", method="rc2l")
     assert projector_layer_sizes(build_objective(paper, 21)) == [(256, 256), (256, 128)]  # the method's sizes
-    assert "region_proj_dim" in RC2LObjective.config_fields and "proj_dim" not in RC2LObjective.config_fields
+    assert "region_proj_dim" in RC2LConfig.field_names() and "proj_dim" not in RC2LConfig.field_names()
     with pytest.raises(ValueError, match="region_proj_dim"):
         cfg.replace(region_proj_dim=0)

@@ -689,8 +689,8 @@ def test_bad_shapes_raise_value_error(case):
 
 
 def test_module_shells_equal_their_functions():
-    from contrastseg.losses import (RegionClassConsistencyLoss, RegionFeatureContrastLoss, RegionMaskContrastLoss,
-                                    SemanticMaskConsistencyLoss)
+    from contrastseg.methods.rc2l.losses import (RegionClassConsistencyLoss, RegionFeatureContrastLoss,
+                                                 RegionMaskContrastLoss, SemanticMaskConsistencyLoss)
 
     generator = torch.Generator().manual_seed(7)
     class_logits = torch.randn(2, 5, 4, generator=generator)

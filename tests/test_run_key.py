@@ -19,7 +19,7 @@ from contrastseg.engine.distributed import Distributed
 from contrastseg.engine.train import (build_model, build_optimizer, checkpoint_state, evaluate_run, random_state,
                                       resume)
 from contrastseg.models import model_fields
-from contrastseg.objectives import OBJECTIVES, build_objective
+from contrastseg.methods import METHODS, build_objective
 from contrastseg.provenance import git_commit
 
 TINY = dict(steps=4, checkpoint_every=2, num_train=8, num_val=4, batch_size=4)
@@ -51,7 +51,7 @@ def test_a_ce_key_ignores_fields_that_only_other_methods_read():
     assert smoke(head="hrnet", reference_heads=True).hash() != smoke(head="hrnet").hash()
 
 
-@pytest.mark.parametrize("method", sorted(OBJECTIVES))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_field_a_method_reads_changes_its_key(method):
     base = preset("smoke", method=method)
     read = set(base.key_fields())
@@ -75,19 +75,19 @@ class RecordingConfig:
         value = getattr(self._cfg, name)
         if not callable(value):
             self.read.add(name)
-        else:  # helper methods read fields too (region_loss_names reads region_losses, ...)
-            helper_reads = {"region_loss_names": "region_losses", "crop_size": "crop_width"}
+        else:  # helper methods read fields too (crop_size reads crop_width)
+            helper_reads = {"crop_size": "crop_width"}
             if name in helper_reads:
                 self.read.add(helper_reads[name])
         return value
 
 
-@pytest.mark.parametrize("method", sorted(OBJECTIVES))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_the_key_holds_every_field_that_the_objective_and_the_model_read(method, monkeypatch):
     cfg = preset("smoke", method=method)
     recording = RecordingConfig(cfg)
-    OBJECTIVES[method].from_config(recording, 9, 255)
-    OBJECTIVES[method].projection_levels(recording)
+    METHODS[method].objective_class().from_config(recording, 9, 255)
+    METHODS[method].method_config(recording).projection_levels()
     missing = recording.read - set(cfg.key_fields())
     assert not missing, f"{method} reads {sorted(missing)}, which its run key leaves out"
     assert set(model_fields(cfg.head)) <= set(cfg.key_fields())

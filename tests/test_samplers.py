@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastseg.samplers import (CONTRAST_MODES, AnchorSample, downsample_labels, gather_pixels,
-                                  hard_anchor_sampling, random_anchor_sampling, sample_within_groups,
-                                  select_contrast)
+from contrastseg.methods.pixel_contrast.memory_selection import CONTRAST_MODES, select_contrast
+from contrastseg.samplers import (AnchorSample, downsample_labels, gather_pixels, hard_anchor_sampling,
+                                  random_anchor_sampling, sample_within_groups)
 from contrastseg.samplers import hard_anchor
 
 IGNORE = 255

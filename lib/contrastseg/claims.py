@@ -33,11 +33,10 @@ import pandas as pd
 import torch
 
 from contrastseg import runs, tables
-from contrastseg.config import REGION_LOSSES, ExperimentConfig
+from contrastseg.config import ExperimentConfig
 from contrastseg.config import preset as preset_config
-from contrastseg.objectives import OBJECTIVES
+from contrastseg.methods import METHODS, method_named
 from contrastseg.paths import REPOSITORY
-from contrastseg.registry import lookup
 
 TUNING_WEIGHTS = (0.01, 0.03, 0.1, 0.3, 1.0)
 """Contrastive weights tried on val: the reference's configs use 0.1, the authors' journal extension states 1."""
@@ -45,6 +44,7 @@ VERDICTS = ("supported", "contradicted", "inconclusive")
 RECORD_FORMAT = 1  # bump when a record's fields change meaning; records of another format are measured again
 KNN_POINTS_PER_CLASS = 100  # test pixels per class for the 5-NN accuracy, from the first KNN_IMAGES test images
 KNN_IMAGES = 16
+REGION_LOSSES = METHODS["rc2l"].config.REGION_LOSSES  # RC²L's four region losses, in the paper's order
 
 
 def share_name(fraction: float) -> str:
@@ -187,7 +187,7 @@ def measure(result: runs.RunResult, progress: bool = False) -> dict:
     cfg = result.config
     val = result.metrics["val"]
     test = result.evaluate(progress=progress, eval_split="test")
-    semi = lookup(OBJECTIVES, cfg.method, "method").semi_supervised
+    semi = method_named(cfg.method).semi_supervised
     teacher = result.evaluate(progress=progress, teacher=True, eval_split="test") if semi else {}
     activity = tables.run_activity(result)
     nan = float("nan")

@@ -1,6 +1,8 @@
 """ExperimentConfig: one frozen dataclass of primitives that names a training run.
 
-A notebook's parameters map onto these fields one to one. The config is validated on creation, and its run key
+Its fields are the core's (data, model, optimisation, run, evaluation: ``CoreFields``) and every registered
+method's (``contrastseg.methods.METHODS``: each method's ``MethodConfig``), flat, so that a notebook's parameters
+map onto them one to one. The config is validated on creation, and its run key
 (``ExperimentConfig.key``: the fields the run reads, its numerics class and ``RESULTS_FORMAT``) names the run's
 folder in the run store (``contrastseg.runs``), so two notebooks that ask for the same run share one trained model,
 and configs that differ only in fields the run does not read (another method's fields, the loader workers, the
@@ -17,17 +19,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from contrastseg.method import Method, MethodConfig, check_fields, config_fields, weight_check
+from contrastseg.methods import METHODS, method_named
 
 PRESETS = ("smoke", "laptop", "demo", "paper")  # "paper" takes a setting, as "paper:<setting>" (see ``preset``)
 DEVICES = ("auto", "cpu", "cuda")
-ANCHOR_SAMPLINGS = ("hard", "random")
-MEMORIES = ("none", "pixel", "segment", "both")
-MEMORY_SAMPLINGS = ("all", "random", "hardest", "semi_hard")
-BANE_MODES = ("off", "union", "replace")
 OPTIMIZERS = ("sgd", "adamw")
-REGION_LOSSES = ("rcc", "smc", "rmc", "rfc")
 SPEEDS = ("deterministic", "fast")
 
 # Bounds of the float fields that have no natural one. Each lies far beyond every preset's and paper setting's
@@ -36,30 +36,27 @@ SPEEDS = ("deterministic", "fast")
 MAX_LR = 10.0
 MAX_WEIGHT_DECAY = 1.0
 MAX_POLY_POWER = 10.0
-MAX_LOSS_WEIGHT = 100.0
 MAX_SCALE = 4.0  # the training rescale factor and the evaluation scales
-TEMPERATURE_RANGE = (1e-3, 10.0)  # InfoNCE tau (the papers: 0.07 to 0.2); logits similarity / tau stay within ±1000
 
 RESULTS_FORMAT = 2
 """Part of every run key. Bump it in the same commit as any change that alters what an existing config computes
 (a loss, a sampler, the data generation, the model's initialisation, the evaluation): every stored run then has a key
 that no config asks for any more, so nothing stale is served, and the store reports those runs as older-format."""
 
-# What the training loop itself reads; a method's, a model's and a data set's own fields are declared beside them
-# (``key_fields``). Fields outside every list (device, threads, workers, checkpoint interval, speed switches, the
-# evaluation protocol) do not enter the key: the device enters through the numerics class instead.
+# What the training loop itself reads; a method's (its config), a model's and a data set's own fields are declared
+# beside them (``key_fields``). Fields outside every list (device, threads, workers, checkpoint interval, speed
+# switches, the evaluation protocol) do not enter the key: the device enters through the numerics class instead.
 TRAINING_FIELDS = ("method", "optimizer", "steps", "batch_size", "lr", "weight_decay", "poly_power", "seed",
                    "num_devices")
-SEMI_SUPERVISED_FIELDS = ("ema_momentum", "cutmix_probability", "unlabeled_batch_size")
 EVALUATION_FIELDS = ("boundary_width", "eval_scales", "eval_flip", "eval_window", "eval_split")
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
-    """Everything that defines one training run; primitives only.
+class CoreFields:
+    """The core's fields of ``ExperimentConfig``, with its methods; primitives only.
 
     Every field is checked on creation: names against their registries, numbers against their ranges (every float
-    is finite; the error names the field, the value and the allowed range).
+    is finite; the error names the field, the value and the allowed range); each method's fields by its config.
 
     Data:
         dataset: data set name (``contrastseg.data.DATASETS``).
@@ -90,50 +87,9 @@ class ExperimentConfig:
         num_queries, mask_dim, decoder_layers: size of the mask-classification model (head "mask_classification"):
             queries N, width of its pixel decoder and transformer decoder, transformer decoder layers.
     Method:
-        method: training objective (``contrastseg.objectives.OBJECTIVES``).
-    Contrastive terms (shared by the contrastive methods):
-        proj_dim: embedding size of the projection head.
-        contrast_weight: weight of the contrastive term in the total loss.
-        contrast_warmup: steps during which the contrastive term has weight 0 (it is still computed and logged).
-        temperature, base_temperature: InfoNCE temperature tau and the scale tau / tau_b of the reference.
-    Pixel contrast (Wang et al. 2021):
-        anchor_sampling: "hard" (segmentation-aware, half mis-predicted) or "random".
-        max_samples, max_views: anchor budget per device and forward pass, and its cap per (image, class).
-        memory: "none" (in-batch contrast only), "pixel", "segment" or "both".
-        memory_size: rows per class in each queue.
-        pixels_per_update: pixels written per (image, class) into the pixel queue.
-        memory_sampling: which memory rows an anchor contrasts with: "all", "random", "hardest" or "semi_hard".
-        num_positives, num_negatives: rows per anchor for the random, hardest and semi-hard samplings.
-        semi_hard_pool: share of an anchor's memory positives (and, apart, of its negatives) from which "semi_hard"
-            draws its num_positives (num_negatives) at random: the hardest share, at least the K drawn. Semi-hard
-            differs from hardest only above num_positives / memory_size (one full queue: 0.5 at smoke, about 0.2
-            at demo); the paper's 10% does not.
-        reference_quirks: reproduce the reference code's memory defects (pixel pointer step 1, class 0 never
-            written but its zero rows kept in the contrast as class 0, pixel-queue writes from the image's first
-            raster positions, memory rows only without in-batch contrast), to measure what they cost.
-    Contextrast (Sung et al. 2024):
-        contrast_levels: projected backbone levels, the last ones (4 = the paper; 1 = the last level only).
-        reverse_level_weights: lambda 1.0, 0.7, 0.4, 0.1 from the finest level up instead of from the last level down.
-        anchor_mixing: w_h in ``normalize((1 - w_h) A_i + w_h A_last)``; 0 = every level its own anchors.
-        detach_anchors: stop the gradient through the class anchors (the paper keeps it).
-        level_max_pixels, level_max_per_class: class-balanced pixel sample per level, in total and per class.
-        bane: boundary-aware negatives "off", added to the sampled negatives ("union") or instead of them
-            ("replace").
-        bane_fraction: K, the share of each class's error pixels nearest the error rim taken as hard negatives.
-        bane_max_per_class: cap on BANE negatives per class and level.
-        bane_literal: a BANE pixel is a negative of its own class's anchor (the paper's literal text) instead of the
-            anchor of the class it was wrongly predicted as.
-    RC²L (Zhang et al. 2022), semi-supervised:
-        ema_momentum: the teacher's EMA momentum m, reached through the mean-teacher ramp min(1 - 1 / (step + 1), m).
-        confidence_threshold: a teacher query becomes a pseudo-region when its top class probability reaches this.
-        unlabeled_weight: lambda_u of the consistency terms (RCC, SMC); ``contrast_weight`` is lambda_c of RMC, RFC.
-        unlabeled_rampup: share of the steps over which the unlabeled terms' weights ramp up (sigmoid ramp).
-        region_losses: the unlabeled terms that are on, comma-separated, from "rcc,smc,rmc,rfc".
-        rcc_unmatched: RCC also pushes the student's unmatched queries towards "no object" (off: matched ones only).
-        region_proj_dim: output size of RFC's region projector (mask_dim -> mask_dim -> region_proj_dim; the
-            method's 256 -> 256 -> 128 at mask_dim 256).
-        cutmix_probability: chance that a student's strong view gets a CutMix box from another unlabeled image.
-        unlabeled_batch_size: unlabeled images per step (0 = ``batch_size``).
+        method: the method (``contrastseg.methods.METHODS``); its config's fields are the fields after these
+            (``contrastseg.methods.<name>.config``, and the pieces that several methods share in
+            ``contrastseg.method``).
     Optimisation (poly schedule):
         optimizer: "sgd" (with momentum) or "adamw" (the mask-classification literature's choice).
         steps, batch_size, lr, momentum, weight_decay, poly_power.
@@ -189,45 +145,6 @@ class ExperimentConfig:
 
     method: str = "ce"
 
-    proj_dim: int = 256
-    contrast_weight: float = 0.1
-    contrast_warmup: int = 0
-    temperature: float = 0.1
-    base_temperature: float = 0.07
-
-    anchor_sampling: str = "hard"
-    max_samples: int = 1024
-    max_views: int = 100
-    memory: str = "none"
-    memory_size: int = 5000
-    pixels_per_update: int = 10
-    memory_sampling: str = "all"
-    num_positives: int = 1024
-    num_negatives: int = 2048
-    semi_hard_pool: float = 0.75
-    reference_quirks: bool = False
-
-    contrast_levels: int = 4
-    reverse_level_weights: bool = False
-    anchor_mixing: float = 0.5
-    detach_anchors: bool = False
-    level_max_pixels: int = 10000
-    level_max_per_class: int = 2500
-    bane: str = "union"
-    bane_fraction: float = 0.2
-    bane_max_per_class: int = 1024
-    bane_literal: bool = False
-
-    ema_momentum: float = 0.999
-    confidence_threshold: float = 0.7
-    unlabeled_weight: float = 1.0
-    unlabeled_rampup: float = 0.1
-    region_losses: str = "rcc,smc,rmc,rfc"
-    rcc_unmatched: bool = False
-    region_proj_dim: int = 128
-    cutmix_probability: float = 0.5
-    unlabeled_batch_size: int = 0
-
     optimizer: str = "sgd"
     steps: int = 300
     batch_size: int = 8
@@ -254,10 +171,24 @@ class ExperimentConfig:
     eval_window: str = ""
     eval_split: str = "val"
 
+    methods: ClassVar[dict[str, Method]] = {}
+    """The methods whose config fields the class holds (``experiment_config_class``): the registry itself for
+    ``ExperimentConfig``, so that a method registered later (a test's) without fields of its own is valid too."""
+
     def __post_init__(self) -> None:
         _check_types(self)
         _check_names(self)
+        for method in self.methods.values():  # every method's fields, whichever method the run uses
+            method.method_config(self)
         _check_ranges(self)
+
+    def method_spec(self) -> Method:
+        """The ``Method`` of ``self.method``."""
+        return self.methods[self.method]
+
+    def method_config(self) -> MethodConfig:
+        """The fields of the run's method, as its config (``contrastseg.methods.<name>.config``)."""
+        return self.method_spec().method_config(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -276,16 +207,12 @@ class ExperimentConfig:
         """
         from contrastseg.data import DATA_FIELDS
         from contrastseg.models import model_fields
-        from contrastseg.objectives import OBJECTIVES
 
-        objective = OBJECTIVES[self.method]
-        names = [*DATA_FIELDS, *model_fields(self.head), *TRAINING_FIELDS, *objective.config_fields]
+        names = [*DATA_FIELDS, *model_fields(self.head), *TRAINING_FIELDS, *self.method_spec().config.field_names()]
         if self.optimizer == "sgd":
             names.append("momentum")
         if self.num_devices > 1:
             names.append("sync_bn")
-        if objective.semi_supervised:
-            names.extend(SEMI_SUPERVISED_FIELDS)
         if self.eval_every:
             names.append("eval_every")
         return {name: getattr(self, name) for name in sorted(set(names))}
@@ -317,10 +244,6 @@ class ExperimentConfig:
         """The evaluation fields, which are not part of the run key: one trained model, several protocols."""
         return {name: getattr(self, name) for name in EVALUATION_FIELDS}
 
-    def region_loss_names(self) -> tuple[str, ...]:
-        """``region_losses`` as a tuple of names, e.g. ("rcc", "smc")."""
-        return tuple(name.strip() for name in self.region_losses.split(",") if name.strip())
-
     def crop_size(self) -> tuple[int, int]:
         """The training crop as (height, width)."""
         return self.image_size, self.crop_width or self.image_size
@@ -340,6 +263,31 @@ class ExperimentConfig:
         """A copy with ``changes``; an unknown field name raises the error that lists the valid ones."""
         _check_field_names(changes)
         return dataclasses.replace(self, **changes)
+
+
+def experiment_config_class(methods: dict[str, Method]) -> type:
+    """The flat config class of ``methods``: ``CoreFields`` followed by every method's config fields (a field that
+    several methods share once, where it first appears; ``contrastseg.method.config_fields``)."""
+    method_fields = [(field.name, field.type, dataclasses.field(default=field.default))
+                     for field in config_fields(methods.values())]
+    clashes = sorted({name for name, _, _ in method_fields} & {f.name for f in fields(CoreFields)})
+    if clashes:
+        raise TypeError(f"method config field(s) {clashes} clash with the core's fields")
+    namespace = {"__module__": __name__, "__doc__": EXPERIMENT_CONFIG_DOC, "methods": methods}
+    return dataclasses.make_dataclass("ExperimentConfig", method_fields, bases=(CoreFields,), frozen=True,
+                                      namespace=namespace)
+
+
+EXPERIMENT_CONFIG_DOC = """Everything that defines one training run; primitives only, flat (a notebook's parameters).
+
+The core's fields and their documentation: ``CoreFields``. After them, every registered method's config fields
+(``contrastseg.methods.METHODS``), documented in each method's config class: ``methods.pixel_contrast.config``,
+``methods.contextrast.config``, ``methods.rc2l.config``, and the pieces several methods share in
+``contrastseg.method`` (``ContrastTermConfig``, ``PixelEmbeddingConfig``, ``SemiSupervisedConfig``). A field that
+the run's method does not read is validated all the same, and left out of the run key.
+"""
+
+ExperimentConfig = experiment_config_class(METHODS)
 
 
 def smoke(**overrides) -> ExperimentConfig:
@@ -400,7 +348,6 @@ def preset(name: str, **overrides) -> ExperimentConfig:
     "paper:pixel_contrast/cityscapes/hrnet_w48"). At smoke and demo, a method that needs a mask-classification model
     (``mask_classification``, ``rc2l``) gets the preset's ``MASK_CLASSIFICATION_SETTINGS`` under the overrides.
     """
-    from contrastseg.objectives import OBJECTIVES
     from contrastseg.registry import lookup
 
     kind, _, setting = name.partition(":")
@@ -412,7 +359,7 @@ def preset(name: str, **overrides) -> ExperimentConfig:
                              f"{', '.join(SETTINGS)}")
         return ExperimentConfig.from_dict(paper_setting(setting).overrides | overrides)
     build = lookup({"smoke": smoke, "laptop": laptop, "demo": demo}, name, "preset")
-    if lookup(OBJECTIVES, overrides.get("method", "ce"), "method").mask_classification:
+    if method_named(overrides.get("method", "ce")).mask_classification:
         if name not in MASK_CLASSIFICATION_SETTINGS:
             raise ValueError(f"the {name} preset has no mask-classification settings yet (they are calibrated like "
                              f"its CE baseline); presets that have them: {', '.join(MASK_CLASSIFICATION_SETTINGS)}")
@@ -441,7 +388,6 @@ def _check_types(cfg: ExperimentConfig) -> None:
 def _check_names(cfg: ExperimentConfig) -> None:
     from contrastseg.data import DATASETS, SPLITS
     from contrastseg.models import BACKBONES, HEADS, MASK_CLASSIFICATION_HEADS
-    from contrastseg.objectives import OBJECTIVES
     from contrastseg.registry import lookup
 
     lookup(DATASETS, cfg.dataset, "data set")
@@ -449,23 +395,17 @@ def _check_names(cfg: ExperimentConfig) -> None:
     lookup(dict.fromkeys(SPLITS[cfg.dataset]), cfg.eval_split, f"split of {cfg.dataset}")
     lookup(BACKBONES, cfg.backbone, "backbone")
     lookup(HEADS, cfg.head, "head")
-    lookup(OBJECTIVES, cfg.method, "method")
+    method = lookup(cfg.methods, cfg.method, "method")
     lookup(dict.fromkeys(DEVICES), cfg.device, "device")
-    lookup(dict.fromkeys(ANCHOR_SAMPLINGS), cfg.anchor_sampling, "anchor sampling")
-    lookup(dict.fromkeys(MEMORIES), cfg.memory, "memory")
-    lookup(dict.fromkeys(MEMORY_SAMPLINGS), cfg.memory_sampling, "memory sampling")
-    lookup(dict.fromkeys(BANE_MODES), cfg.bane, "bane mode")
     lookup(dict.fromkeys(OPTIMIZERS), cfg.optimizer, "optimizer")
     lookup(dict.fromkeys(SPEEDS), cfg.speed, "speed")
-    if OBJECTIVES[cfg.method].mask_classification != (cfg.head in MASK_CLASSIFICATION_HEADS):
+    if method.mask_classification != (cfg.head in MASK_CLASSIFICATION_HEADS):
         raise ValueError(f"method {cfg.method!r} does not work with head {cfg.head!r}: the methods "
-                         f"{sorted(m for m, o in OBJECTIVES.items() if o.mask_classification)} need a "
+                         f"{sorted(m for m, spec in cfg.methods.items() if spec.mask_classification)} need a "
                          f"mask-classification head ({', '.join(MASK_CLASSIFICATION_HEADS)}), the others a dense one")
     if cfg.aux_weight > 0 and cfg.head in MASK_CLASSIFICATION_HEADS:
         raise ValueError(f"aux_weight > 0 asks for an auxiliary CE head, which head {cfg.head!r} does not have; "
                          f"use aux_weight=0")
-    for name in cfg.region_loss_names():
-        lookup(dict.fromkeys(REGION_LOSSES), name, "region loss")
 
 
 def _parses(parse) -> bool:
@@ -499,53 +439,20 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         ("base_size", cfg.base_size >= 0, ">= 0 (0 = image_size)"),
         ("scale_max", 0 < cfg.scale_max <= MAX_SCALE, f"in (0, {MAX_SCALE:g}]"),
         ("scale_min", 0 < cfg.scale_min <= cfg.scale_max, "in (0, scale_max]"),
-        ("aux_weight", 0 <= cfg.aux_weight <= MAX_LOSS_WEIGHT, f"in [0, {MAX_LOSS_WEIGHT:g}]"),
+        weight_check("aux_weight", cfg.aux_weight),
         ("eval_scales", _parses(cfg.evaluation_scales) and bool(cfg.evaluation_scales())
          and all(0 < scale <= MAX_SCALE for scale in cfg.evaluation_scales()),
          f'comma-separated numbers in (0, {MAX_SCALE:g}], e.g. "0.75,1,1.25"'),
         ("eval_window", _parses(cfg.evaluation_window) and min(cfg.evaluation_window() or (32,)) >= 32,
          'empty or "HxW" with both sides >= 32, e.g. "512x1024"'),
-        ("proj_dim", cfg.proj_dim >= 1, ">= 1"),
-        ("contrast_weight", 0 <= cfg.contrast_weight <= MAX_LOSS_WEIGHT, f"in [0, {MAX_LOSS_WEIGHT:g}]"),
-        ("contrast_warmup", cfg.contrast_warmup >= 0, ">= 0"),
-        ("temperature", TEMPERATURE_RANGE[0] <= cfg.temperature <= TEMPERATURE_RANGE[1],
-         "in [{:g}, {:g}]".format(*TEMPERATURE_RANGE)),
-        ("base_temperature", TEMPERATURE_RANGE[0] <= cfg.base_temperature <= TEMPERATURE_RANGE[1],
-         "in [{:g}, {:g}]".format(*TEMPERATURE_RANGE)),
-        ("max_samples", cfg.max_samples >= 1, ">= 1"),
-        ("max_views", cfg.max_views >= 1, ">= 1"),
-        ("memory_size", cfg.memory_size >= 1, ">= 1"),
-        ("pixels_per_update", 1 <= cfg.pixels_per_update <= cfg.memory_size, "in [1, memory_size]"),
-        ("num_positives", cfg.num_positives >= 1, ">= 1"),
-        ("num_negatives", cfg.num_negatives >= 1, ">= 1"),
-        ("semi_hard_pool", 0 < cfg.semi_hard_pool <= 1, "in (0, 1]"),
-        ("region_proj_dim", cfg.region_proj_dim >= 1, ">= 1"),
-        ("contrast_levels", 1 <= cfg.contrast_levels <= 4, "between 1 and 4"),
-        ("anchor_mixing", 0 <= cfg.anchor_mixing <= 1, "in [0, 1]"),
-        ("level_max_pixels", cfg.level_max_pixels >= 1, ">= 1"),
-        ("level_max_per_class", cfg.level_max_per_class >= 1, ">= 1"),
-        ("bane_fraction", 0 < cfg.bane_fraction <= 1, "in (0, 1]"),
-        ("bane_max_per_class", cfg.bane_max_per_class >= 1, ">= 1"),
         ("label_fraction", 0 < cfg.label_fraction <= 1, "in (0, 1]"),
         ("num_queries", cfg.num_queries >= 1, ">= 1"),
         ("mask_dim", cfg.mask_dim >= 8 and cfg.mask_dim % 8 == 0, "a multiple of 8 (8 attention heads)"),
         ("decoder_layers", cfg.decoder_layers >= 1, ">= 1"),
-        ("ema_momentum", 0 <= cfg.ema_momentum < 1, "in [0, 1)"),
-        ("confidence_threshold", 0 <= cfg.confidence_threshold <= 1, "in [0, 1]"),
-        ("unlabeled_weight", 0 <= cfg.unlabeled_weight <= MAX_LOSS_WEIGHT, f"in [0, {MAX_LOSS_WEIGHT:g}]"),
-        ("unlabeled_rampup", 0 <= cfg.unlabeled_rampup <= 1, "in [0, 1]"),
-        ("cutmix_probability", 0 <= cfg.cutmix_probability <= 1, "in [0, 1]"),
-        ("unlabeled_batch_size", cfg.unlabeled_batch_size >= 0, ">= 0 (0 = batch_size)"),
     ]
     if cfg.dataset == "synthscapes" and not cfg.data_root:
         from contrastseg.data.synthscapes import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
         checks.append(("image_size", MIN_IMAGE_SIZE <= cfg.image_size <= MAX_IMAGE_SIZE,
                        f"between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} for SynthScapes generated on the fly"))
-    # every float field has a bounded range above, which NaN and the infinities fail; this keeps a new field without
-    # one from letting them through
-    checks.extend((f.name, math.isfinite(getattr(cfg, f.name)), "a finite number") for f in fields(cfg)
-                  if f.type == "float")
-    for name, ok, rule in checks:
-        if not ok:
-            raise ValueError(f"config field {name!r} must be {rule}, got {getattr(cfg, name)!r}")
+    check_fields(cfg, checks)  # and every float field finite, so that a new field without a range lets no NaN through

@@ -25,7 +25,8 @@ from contrastseg import viz
 from contrastseg.config import ExperimentConfig
 from contrastseg.data import dataset_info
 from contrastseg.engine import predict
-from contrastseg.engine.train import build_split, resolve_device
+from contrastseg.engine.distributed import resolve_device
+from contrastseg.engine.train import build_split
 from contrastseg.metrics import confusion_matrix, inner_boundary, inner_contour, mean_iou
 from contrastseg.registry import lookup
 from contrastseg.runs import RunResult, finished_runs

@@ -51,10 +51,10 @@ from filelock import FileLock, Timeout
 
 from contrastseg.config import RESULTS_FORMAT, ExperimentConfig
 from contrastseg.engine.checkpoint import read_json_mapping, remove_stale_temporaries, write_text_atomically
-from contrastseg.engine.distributed import TORCHRUN_VARIABLES, Distributed
+from contrastseg.engine.distributed import TORCHRUN_VARIABLES, Distributed, resolve_device
 from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, DAMAGED_CHECKPOINT_NAME, LOG_NAME,
                                       METRICS_NAME, PREVIOUS_CHECKPOINT_NAME, TRAINING_FILES, evaluate_run,
-                                      load_trained_model, read_log, read_metrics, resolve_device, train)
+                                      load_trained_model, read_log, read_metrics, train)
 from contrastseg.paths import runs_root
 from contrastseg.plan import placeholder_metrics, plan_file, record
 from contrastseg.provenance import UNKNOWN_COMMIT, git_commit

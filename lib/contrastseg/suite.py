@@ -262,10 +262,10 @@ def preset_keys(preset_name: str) -> dict[str, str]:
     """The run key of the preset's base config for every method: a change of a preset (or of the key rules) makes
     the stamps of the notebooks run at it stale, even for the runs a notebook has not asked for yet."""
     from contrastseg.config import preset as preset_config
-    from contrastseg.objectives import OBJECTIVES
+    from contrastseg.methods import METHODS
 
     try:
-        return {method: preset_config(preset_name, method=method).hash() for method in OBJECTIVES}
+        return {method: preset_config(preset_name, method=method).hash() for method in METHODS}
     except (TypeError, ValueError):  # a preset that needs data paths or settings: its runs still count
         return {}
 

@@ -28,8 +28,7 @@ from numpy.typing import ArrayLike
 
 from contrastseg import runs
 from contrastseg.config import preset as preset_config
-from contrastseg.objectives import OBJECTIVES
-from contrastseg.registry import lookup
+from contrastseg.methods import method_named
 
 METRICS = ("miou", "pixel_accuracy", "boundary_iou", "boundary_f")
 
@@ -184,7 +183,7 @@ def paired_differences(per_seed: pd.DataFrame, pairs: dict[str, tuple[str, str]]
 
 def method_terms(method: str) -> tuple[str, ...]:
     """The loss terms that are ``method``'s own (its objective's ``method_terms``); () for the supervised baselines."""
-    return lookup(OBJECTIVES, method, "method").method_terms
+    return method_named(method).objective_class().method_terms
 
 
 def method_activity(log: list[dict], terms: tuple[str, ...] | list[str]) -> dict:
@@ -231,7 +230,7 @@ def activity_line(activity: dict, method: str) -> str:
         return f"none of the method terms ({', '.join(method_terms(method))}) was logged"
     subject = f"{terms[0]} term" if len(terms) == 1 else f"one of the {'/'.join(terms)} terms"
     line = f"{subject} non-zero on {100 * activity['active_share']:.0f} % of {activity['steps']} steps"
-    phrases = lookup(OBJECTIVES, method, "method").describe_activity(activity["diagnostics"])
+    phrases = method_named(method).objective_class().describe_activity(activity["diagnostics"])
     return line + ("; " + ", ".join(phrases) if phrases else "")
 
 

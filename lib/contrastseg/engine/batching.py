@@ -71,3 +71,10 @@ class SeededAugmentation(Dataset):
             # which formats a stack trace per backend and call (about 1 ms per sample)
             torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
             return self.transform(image, label)
+
+
+def augmentation(cfg):
+    """The training images' joint augmentation under the config ``cfg``: crop size, rescale range and base size."""
+    from contrastseg.data.transforms import train_transform
+
+    return train_transform(cfg.crop_size(), (cfg.scale_min, cfg.scale_max), base_size=cfg.base_size or None)

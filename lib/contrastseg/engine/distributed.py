@@ -30,7 +30,7 @@ How the work is split (the semantics a user has to know):
   are drawn from each process's share of the batch, as in the reference code, so N processes contrast N times as
   many anchors per step as one; anchors meet the contrast rows of their own process only. Memory banks are written
   with every process's rows, gathered in rank order, so all processes hold the same memory
-  (``contrastseg.memory.gather_rows_from_all_ranks``).
+  (``contrastseg.methods.pixel_contrast.memory.gather_rows_from_all_ranks``).
 * Evaluation is sharded (image i on process i mod N) and the metric counts are summed over processes.
 * Process 0 writes the log, the checkpoints and the metrics; every process reads the checkpoint on resume.
 """
@@ -48,6 +48,15 @@ from torch import nn
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 PLAIN_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a config's ``device`` field ("auto": CUDA when torch sees a GPU, else the CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for, but torch sees no CUDA device; use device='auto' or 'cpu'")
+    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,6 @@ class Distributed:
             device_name: the config's device ("auto", "cpu" or "cuda"); "auto" takes a GPU when there is one.
             timeout_minutes: how long a collective may wait (the evaluation of a large val set included).
         """
-        from contrastseg.engine.train import resolve_device
-
         device = resolve_device(device_name)
         if not all(name in os.environ for name in TORCHRUN_VARIABLES) or int(os.environ["WORLD_SIZE"]) == 1:
             return cls(), device

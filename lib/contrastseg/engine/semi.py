@@ -1,10 +1,10 @@
 """Semi-supervised pieces of the engine: the EMA teacher, CutMix boxes, and the unlabeled batch of a step.
 
-The engine trains semi-supervised when the objective says so (``semi_supervised = True``): each step then also
-draws a batch of unlabeled images as (weak, strong) views (``data.transforms.WeakStrongViews``), mixes the strong
-views with CutMix, runs the student on them and the EMA teacher on the weak views, and hands both to the objective
-as ``outputs["unlabeled"]``, ``outputs["teacher"]`` and ``outputs["cutmix"]``. The objective mixes the teacher's
-targets with the same boxes (``mix_with_partner``).
+The engine trains semi-supervised when the method says so (``Method.semi_supervised``; ``SemiSupervision`` holds
+the run's part of it): each step then also draws a batch of unlabeled images as (weak, strong) views
+(``data.transforms.WeakStrongViews``), mixes the strong views with CutMix, runs the student on them and the EMA
+teacher on the weak views, and hands both and the boxes to the objective as its ``unlabeled`` argument
+(``UnlabeledOutputs``). The objective mixes the teacher's targets with the same boxes (``mix_with_partner``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import torch
 from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader, Dataset
 
+from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler, augmentation
+from contrastseg.engine.distributed import Distributed
 from contrastseg.seeds import sample_seed
 
 CUTMIX_AREA = (0.02, 0.4)  # share of the image a CutMix box covers, as in UniMatch (Yang et al., CVPR 2023)
@@ -97,3 +100,74 @@ class CutMix:
         if tuple(size) == tuple(self.box.shape[-2:]):
             return self.box
         return torch.nn.functional.interpolate(self.box[:, None].float(), size=tuple(size), mode="nearest")[:, 0] > 0.5
+
+
+@dataclass
+class UnlabeledViews:
+    """A step's unlabeled images: weak views (teacher), strong views before CutMix (student), and the CutMix boxes.
+
+    Shape:
+        weak, strong: (B, 3, H, W) float in [0, 1].
+    """
+
+    weak: torch.Tensor
+    strong: torch.Tensor
+    cutmix: CutMix
+
+    def outputs(self, student, teacher: EmaTeacher) -> "UnlabeledOutputs":
+        """The student (a callable: the model or its compiled form) on the CutMix-ed strong views, then the teacher
+        on the weak views."""
+        mixed = student(self.cutmix.mix_with_partner(self.strong))
+        return UnlabeledOutputs(mixed, teacher(self.weak), self.cutmix)
+
+
+@dataclass
+class UnlabeledOutputs:
+    """What a semi-supervised objective gets of a step's unlabeled images (its ``unlabeled`` argument).
+
+    Attributes:
+        student: the student's outputs on the CutMix-ed strong views (with gradient).
+        teacher: the teacher's outputs on the weak views (no gradient).
+        cutmix: the boxes the strong views were mixed with, to mix the teacher's targets alike.
+    """
+
+    student: dict
+    teacher: dict
+    cutmix: CutMix
+
+
+class SemiSupervision:
+    """A semi-supervised run's part of the training loop: the EMA teacher and the stream of unlabeled views.
+
+    The teacher exists from the start (a resume loads its state); ``start`` opens the unlabeled stream at the
+    run's first step, and ``views(step)`` gives each step's ``UnlabeledViews``, seeded like the labeled batches
+    (this process's share under data parallelism).
+    """
+
+    def __init__(self, cfg, model: torch.nn.Module, world: Distributed = Distributed()):
+        self.cfg, self.world = cfg, world
+        self.teacher = EmaTeacher(model, cfg.ema_momentum)
+        self.stream = None
+
+    def start(self, unlabeled: Dataset, start_step: int, pin_memory: bool) -> None:
+        self.stream = unlabeled_batches(self.cfg, unlabeled, start_step, pin_memory, self.world)
+
+    def views(self, step: int, device: torch.device, layout: torch.memory_format) -> UnlabeledViews:
+        weak, strong = (view.to(device, non_blocking=True, memory_format=layout) for view in next(self.stream))
+        boxes = CutMix.draw(len(strong), *strong.shape[-2:], self.cfg.cutmix_probability, self.cfg.seed,
+                            step * self.world.world_size + self.world.rank, device)
+        return UnlabeledViews(weak, strong, boxes)
+
+
+def unlabeled_batches(cfg, unlabeled: Dataset, start_step: int, pin_memory: bool,
+                      world: Distributed = Distributed()):
+    """An iterator of (weak, strong) batches of unlabeled images for steps ``start_step ..``, seeded like the rest
+    (this process's share of each under data parallelism)."""
+    from contrastseg.data.transforms import WeakStrongViews, strong_photometric
+
+    batch_size = cfg.unlabeled_batch_size or cfg.batch_size
+    seed = cfg.seed + 7919  # the unlabeled stream must not repeat the labeled one's order and augmentation
+    views = SeededAugmentation(unlabeled, WeakStrongViews(augmentation(cfg), strong_photometric()), seed)
+    sampler = StepBatchSampler(len(views), batch_size, cfg.steps, seed, start_step, world.rank, world.world_size)
+    return iter(DataLoader(views, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin_memory,
+                           generator=torch.Generator().manual_seed(seed)))

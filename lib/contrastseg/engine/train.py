@@ -29,7 +29,6 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -42,18 +41,18 @@ from contrastseg.data import build_dataset, check_dataset_files, dataset_info
 from contrastseg.data.partitions import image_ids, split_labeled
 from contrastseg.paths import resolve_data_root
 from contrastseg.provenance import training_provenance
-from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler
+from contrastseg.engine.batching import SeededAugmentation, StepBatchSampler, augmentation
 from contrastseg.engine.checkpoint import (load_checkpoint, non_finite_tensors, read_json_mapping,
                                            remove_stale_temporaries, save_checkpoint, write_text_atomically)
 from contrastseg.engine.distributed import Distributed, convert_sync_batchnorm
 from contrastseg.engine.evaluate import autocast_for, evaluate
 from contrastseg.engine.speed import configure_kernels, memory_format, training_forward
 from contrastseg.models import build_segmentor
-from contrastseg.objectives import OBJECTIVES, build_objective, weighted_total
-from contrastseg.registry import lookup
+from contrastseg.methods import build_objective
+from contrastseg.objectives import weighted_total
 
 if TYPE_CHECKING:  # torchvision (the augmentations) and timm (the EMA teacher) load only where a run trains
-    from contrastseg.engine.semi import CutMix, EmaTeacher
+    from contrastseg.engine.semi import EmaTeacher, UnlabeledViews
 
 CHECKPOINT_NAME = "last.ckpt"
 PREVIOUS_CHECKPOINT_NAME = "previous.ckpt"
@@ -83,21 +82,13 @@ class NonFiniteStateError(NonFiniteLossError):
     optimizer buffer) was not when a checkpoint was due; the checkpoint was not written."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for, but torch sees no CUDA device; use device='auto' or 'cpu'")
-    return torch.device(name)
-
-
 def poly_lr(base_lr: float, step: int, total_steps: int, power: float) -> float:
     return base_lr * (1 - step / total_steps) ** power
 
 
 def build_model(cfg: ExperimentConfig) -> torch.nn.Module:
     """The Segmentor of ``cfg``, with a projection head when the method needs one."""
-    levels = lookup(OBJECTIVES, cfg.method, "method").projection_levels(cfg)
+    levels = cfg.method_config().projection_levels()
     return build_segmentor(cfg.backbone, cfg.head, dataset_info(cfg.dataset).num_classes, cfg.output_stride,
                            cfg.pretrained, proj_dim=cfg.proj_dim if levels else 0, proj_levels=max(levels, 1),
                            num_queries=cfg.num_queries, mask_dim=cfg.mask_dim, decoder_layers=cfg.decoder_layers,
@@ -120,34 +111,12 @@ def build_training_sets(cfg: ExperimentConfig) -> tuple[Subset, Subset]:
     return Subset(images, labeled), Subset(images, unlabeled or labeled)
 
 
-def augmentation(cfg: ExperimentConfig):
-    """The training images' joint augmentation under ``cfg``: crop size, rescale range and its base size."""
-    from contrastseg.data.transforms import train_transform
-
-    return train_transform(cfg.crop_size(), (cfg.scale_min, cfg.scale_max), base_size=cfg.base_size or None)
-
-
 def build_optimizer(cfg: ExperimentConfig, parameters) -> torch.optim.Optimizer:
     """SGD with momentum (the supervised papers) or AdamW (the mask-classification literature), at ``cfg.lr``."""
     parameters = list(parameters)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def unlabeled_batches(cfg: ExperimentConfig, unlabeled: Subset, start_step: int, pin_memory: bool,
-                      world: Distributed = Distributed()):
-    """An iterator of (weak, strong) batches of unlabeled images for steps ``start_step ..``, seeded like the rest
-    (this process's share of each under data parallelism)."""
-    from contrastseg.data.transforms import WeakStrongViews, strong_photometric
-
-    batch_size = cfg.unlabeled_batch_size or cfg.batch_size
-    seed = cfg.seed + 7919  # the unlabeled stream must not repeat the labeled one's order and augmentation
-    views = SeededAugmentation(unlabeled, WeakStrongViews(augmentation(cfg), strong_photometric()),
-                               seed)
-    sampler = StepBatchSampler(len(views), batch_size, cfg.steps, seed, start_step, world.rank, world.world_size)
-    return iter(DataLoader(views, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=pin_memory,
-                           generator=torch.Generator().manual_seed(seed)))
 
 
 def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
@@ -173,31 +142,11 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    world, device = Distributed.from_environment(cfg.device)
-    if world.world_size != cfg.num_devices and world.active:
-        raise ValueError(f"the config asks for num_devices={cfg.num_devices}, but torchrun started "
-                         f"{world.world_size} processes")
+    world, device = start_process(cfg)
     progress = progress and world.is_main
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    configure_kernels(cfg.speed)
-    torch.manual_seed(cfg.seed)
-    info = dataset_info(cfg.dataset)
     check_dataset_files(cfg)  # every listed image and label of the train and eval splits opens, before any step
-
-    model = build_model(cfg)
-    if world.active and cfg.sync_bn:
-        model = convert_sync_batchnorm(model, device)
-    model = model.to(device)
-    world.broadcast_parameters(model)
-    objective = build_objective(cfg, info.num_classes, info.ignore_index).to(device)
-    # objectives may own parameters (RC²L's region projector); the others have none
-    optimizer = build_optimizer(cfg, [*model.parameters(), *objective.parameters()])
-    teacher = None
-    if objective.semi_supervised:
-        from contrastseg.engine.semi import CutMix, EmaTeacher
-
-        teacher = EmaTeacher(model, cfg.ema_momentum)
+    model, objective, optimizer, semi = build_training(cfg, device, world)
+    teacher = semi.teacher if semi is not None else None
     if world.active:  # equal weights everywhere, but each process its own dropout masks
         torch.manual_seed(cfg.seed + world.rank * 1_000_003)
     if world.is_main:
@@ -207,17 +156,10 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     kept = SavedCheckpoint(resumed.checkpoint, resumed.step)  # the newest checkpoint; every tensor of it is finite
     forward = training_forward(model, cfg.channels_last, cfg.compile)
     layout = memory_format(cfg.channels_last)
-
-    labeled_set, unlabeled_set = build_training_sets(cfg)
-    train_set = SeededAugmentation(labeled_set, augmentation(cfg), cfg.seed)
-    sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, cfg.seed, start_step, world.rank,
-                               world.world_size)
-    # the loader's own generator keeps it from drawing its worker seed out of the global stream that dropout uses
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+    loader, unlabeled_set = training_loader(cfg, start_step, device, world)
     log = StepLog(run_dir / LOG_NAME, keep_steps_below=start_step) if world.is_main else None
-    unlabeled = (unlabeled_batches(cfg, unlabeled_set, start_step, device.type == "cuda", world)
-                 if teacher else None)
+    if semi is not None:
+        semi.start(unlabeled_set, start_step, pin_memory=device.type == "cuda")
 
     model.train()
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.method}", disable=not progress)
@@ -227,12 +169,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         images = images.to(device, non_blocking=True, memory_format=layout)
         labels = labels.to(device, non_blocking=True)
         lr = poly_lr(cfg.lr, step, cfg.steps, cfg.poly_power)
-        views = None
-        if teacher is not None:
-            weak, strong = (view.to(device, non_blocking=True, memory_format=layout) for view in next(unlabeled))
-            boxes = CutMix.draw(len(strong), *strong.shape[-2:], cfg.cutmix_probability, cfg.seed,
-                                step * world.world_size + world.rank, device)
-            views = UnlabeledViews(weak, strong, boxes)
+        views = semi.views(step, device, layout) if semi is not None else None
         try:
             values = training_step(model, objective, optimizer, images, labels, step, lr, cfg.amp, views, teacher,
                                    forward=forward, world=world)
@@ -252,24 +189,96 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         bar.update()
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            # every process checks its own state and takes part in the gather; process 0 writes
-            state = training_state(model, objective, optimizer, teacher)  # checked, then written as it is
-            non_finite = non_finite_tensors(state)
-            shares = world.gather_objects({"rng": random_state(), "non_finite": non_finite})
-            diverged = list(dict.fromkeys(name for share in shares for name in share["non_finite"]))
-            if diverged:
-                raise NonFiniteStateError(non_finite_state_message(step, diverged, kept))
-            if world.is_main:
-                save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed, teacher,
-                                                 [share["rng"] for share in shares], state=state),
-                                run_dir / CHECKPOINT_NAME, previous=run_dir / PREVIOUS_CHECKPOINT_NAME)
-            kept = SavedCheckpoint(run_dir / CHECKPOINT_NAME, step)
+            kept = save_checked_checkpoint(cfg, run_dir, model, objective, optimizer, teacher, step, elapsed, kept,
+                                           world)
         if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
             bar.close()
             world.barrier()
             return None
     bar.close()
+    return finish_run(cfg, run_dir, model, device, world, elapsed, progress)
 
+
+def start_process(cfg: ExperimentConfig) -> tuple[Distributed, torch.device]:
+    """This process's place among torchrun's processes and its device, its thread count and kernels, and the seed
+    of the model's initialisation."""
+    world, device = Distributed.from_environment(cfg.device)
+    if world.world_size != cfg.num_devices and world.active:
+        raise ValueError(f"the config asks for num_devices={cfg.num_devices}, but torchrun started "
+                         f"{world.world_size} processes")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    configure_kernels(cfg.speed)
+    torch.manual_seed(cfg.seed)
+    return world, device
+
+
+def build_training(cfg: ExperimentConfig, device: torch.device, world: Distributed = Distributed()):
+    """What a run trains: the model (SyncBatchNorm under data parallelism, process 0's weights everywhere), the
+    method's objective, the optimizer over both, and for a semi-supervised method its ``SemiSupervision`` (the
+    EMA teacher; None otherwise).
+
+    Returns:
+        (model, objective, optimizer, semi-supervision or None).
+    """
+    info = dataset_info(cfg.dataset)
+    model = build_model(cfg)
+    if world.active and cfg.sync_bn:
+        model = convert_sync_batchnorm(model, device)
+    model = model.to(device)
+    world.broadcast_parameters(model)
+    objective = build_objective(cfg, info.num_classes, info.ignore_index).to(device)
+    # objectives may own parameters (RC²L's region projector); the others have none
+    optimizer = build_optimizer(cfg, [*model.parameters(), *objective.parameters()])
+    semi = None
+    if cfg.method_spec().semi_supervised:
+        from contrastseg.engine.semi import SemiSupervision
+
+        semi = SemiSupervision(cfg, model, world)
+    return model, objective, optimizer, semi
+
+
+def training_loader(cfg: ExperimentConfig, start_step: int, device: torch.device,
+                    world: Distributed = Distributed()) -> tuple[DataLoader, Subset]:
+    """The loader of the labeled batches from ``start_step`` on (this process's share of each), and the unlabeled
+    training images (``build_training_sets``)."""
+    labeled_set, unlabeled_set = build_training_sets(cfg)
+    train_set = SeededAugmentation(labeled_set, augmentation(cfg), cfg.seed)
+    sampler = StepBatchSampler(len(train_set), cfg.batch_size, cfg.steps, cfg.seed, start_step, world.rank,
+                               world.world_size)
+    # the loader's own generator keeps it from drawing its worker seed out of the global stream that dropout uses
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+    return loader, unlabeled_set
+
+
+def save_checked_checkpoint(cfg: ExperimentConfig, run_dir: Path, model, objective, optimizer,
+                            teacher: EmaTeacher | None, step: int, elapsed: float, kept: SavedCheckpoint,
+                            world: Distributed = Distributed()) -> SavedCheckpoint:
+    """Check the training state of every process and write the checkpoint of ``step`` (process 0).
+
+    Returns:
+        The new newest checkpoint.
+
+    Raises:
+        NonFiniteStateError: a process's state holds NaN or inf; nothing is written.
+    """
+    state = training_state(model, objective, optimizer, teacher)  # checked, then written as it is
+    non_finite = non_finite_tensors(state)
+    shares = world.gather_objects({"rng": random_state(), "non_finite": non_finite})
+    diverged = list(dict.fromkeys(name for share in shares for name in share["non_finite"]))
+    if diverged:
+        raise NonFiniteStateError(non_finite_state_message(step, diverged, kept))
+    if world.is_main:
+        save_checkpoint(checkpoint_state(cfg, model, objective, optimizer, step, elapsed, teacher,
+                                         [share["rng"] for share in shares], state=state),
+                        run_dir / CHECKPOINT_NAME, previous=run_dir / PREVIOUS_CHECKPOINT_NAME)
+    return SavedCheckpoint(run_dir / CHECKPOINT_NAME, step)
+
+
+def finish_run(cfg: ExperimentConfig, run_dir: Path, model, device: torch.device, world: Distributed,
+               elapsed: float, progress: bool) -> dict:
+    """Evaluate the trained model and write ``metrics.json`` (process 0); the metrics."""
     metrics = {
         "val": evaluate_run(cfg, model, device, world, progress),
         "protocol": cfg.evaluation_protocol(),
@@ -317,28 +326,15 @@ def evaluate_between_steps(cfg: ExperimentConfig, model: torch.nn.Module, device
     return {name: val[name] for name in CURVE_METRICS}
 
 
-@dataclass
-class UnlabeledViews:
-    """A step's unlabeled images: weak views (teacher), strong views before CutMix (student), and the CutMix boxes.
-
-    Shape:
-        weak, strong: (B, 3, H, W) float in [0, 1].
-    """
-
-    weak: torch.Tensor
-    strong: torch.Tensor
-    cutmix: CutMix
-
-
 def training_step(model, objective, optimizer, images: torch.Tensor, labels: torch.Tensor, step: int, lr: float,
                   amp: bool = True, unlabeled: UnlabeledViews | None = None,
                   teacher: EmaTeacher | None = None, forward=None,
                   world: Distributed = Distributed()) -> dict[str, float]:
     """One optimisation step: forward (bf16 autocast on CUDA), named loss terms, backward, update, memory writes.
 
-    With ``unlabeled`` views and a ``teacher`` (semi-supervised objectives), the student also sees the CutMix-ed
-    strong views (``outputs["unlabeled"]``), the teacher the weak ones (``outputs["teacher"]``, no gradient), the
-    objective gets the boxes as ``outputs["cutmix"]``, and the teacher follows the student after the update.
+    With ``unlabeled`` views and a ``teacher`` (a semi-supervised method), the student also sees the CutMix-ed
+    strong views and the teacher the weak ones (no gradient); the objective gets both outputs and the boxes as its
+    ``unlabeled`` argument (``engine.semi.UnlabeledOutputs``), and the teacher follows the student after the update.
 
     The update is skipped when a term is not finite, so the weights stay those of the last good step; the caller
     sees it in the returned values. When the terms are finite but the gradients' total norm (``gradient_norm``) is
@@ -358,11 +354,8 @@ def training_step(model, objective, optimizer, images: torch.Tensor, labels: tor
         group["lr"] = lr
     with autocast_for(images.device, amp):
         outputs = forward(images)
-        if unlabeled is not None:
-            outputs["unlabeled"] = forward(unlabeled.cutmix.mix_with_partner(unlabeled.strong))
-            outputs["teacher"] = teacher(unlabeled.weak)
-            outputs["cutmix"] = unlabeled.cutmix
-    terms = objective(outputs, labels, step)
+        unlabeled_outputs = unlabeled.outputs(forward, teacher) if unlabeled is not None else None
+    terms = objective(outputs, labels, step, unlabeled_outputs)
     total = weighted_total(terms, objective.weights(step))
     values = {name: value.item() for name, value in terms.items()} | {"loss": total.item()}
     values = world.mean_values(values, images.device)

@@ -1,11 +1,9 @@
-"""Contrastive losses: pure functions in ``functional`` (pixel contrast) and ``region`` (RC²L), ``nn.Module`` shells
-holding the hyperparameters, and the class anchors of Contextrast (``anchors``)."""
+"""Loss math that several methods share: pure functions in ``functional`` (the chunked pixel InfoNCE core, class
+sums of embeddings) and ``region`` (mask-classification losses: the set loss's, and RC²L's region terms).
 
-from contrastseg.losses import functional
-from contrastseg.losses.anchors import class_anchors, class_sums_per_image, mix_anchors
-from contrastseg.losses.pixel_contrast import PixelContrastLoss
-from contrastseg.losses.rc2l import (RegionClassConsistencyLoss, RegionFeatureContrastLoss, RegionMaskContrastLoss,
-                                     SemanticMaskConsistencyLoss)
+A loss module that only one method uses lives in that method's folder (``contrastseg.methods``).
+"""
 
-__all__ = ["PixelContrastLoss", "RegionClassConsistencyLoss", "RegionFeatureContrastLoss", "RegionMaskContrastLoss",
-           "SemanticMaskConsistencyLoss", "class_anchors", "class_sums_per_image", "functional", "mix_anchors"]
+from contrastseg.losses import functional, region
+
+__all__ = ["functional", "region"]

@@ -249,3 +249,25 @@ def _check_inputs(anchors, anchor_labels, contrast, contrast_labels, exclude_sel
     if not (temperature > 0 and base_temperature > 0):
         raise ValueError(f"temperatures must be positive, got temperature={temperature}, "
                          f"base_temperature={base_temperature}")
+
+
+def class_sums_per_image(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                         ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count of the embeddings of each class in each image, by a scatter over the map (no copy of it).
+
+    Differentiable with respect to ``embeddings``. Pixels labelled ``ignore_index`` are left out.
+
+    Shape:
+        embeddings: (B, D, h, w); labels: (B, h, w) int64 at the same resolution.
+        returns: sums (B, K, D), counts (B, K) int64.
+    """
+    if embeddings.shape[-2:] != labels.shape[-2:] or embeddings.shape[0] != labels.shape[0]:
+        raise ValueError(f"embeddings {tuple(embeddings.shape)} and labels {tuple(labels.shape)} do not match")
+    batch, dim = embeddings.shape[:2]
+    flat = labels.reshape(batch, 1, -1).long()
+    bins = torch.where(flat != ignore_index, flat, num_classes)  # ignored pixels into a spare class K
+    sums = embeddings.new_zeros(batch, dim, num_classes + 1).scatter_add(
+        2, bins.expand(batch, dim, bins.shape[2]), embeddings.reshape(batch, dim, -1))
+    counts = torch.zeros(batch, num_classes + 1, dtype=torch.int64, device=labels.device).scatter_add_(
+        1, bins[:, 0], torch.ones_like(bins[:, 0]))
+    return sums[:, :, :num_classes].transpose(1, 2), counts[:, :num_classes]

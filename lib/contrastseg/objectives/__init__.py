@@ -1,26 +1,20 @@
-"""Training objectives: one per method, each returning a dict of named loss terms and owning their weights.
+"""The supervised objectives that the methods build on, and the objective protocol.
 
-See ``CrossEntropyObjective`` for the protocol. ``weighted_total`` is the one place where terms and weights meet;
-the engine logs every term by name.
+* ``cross_entropy``: ``CrossEntropyObjective``, pixel cross-entropy (+ the auxiliary head's); the base class of every
+  objective, whose docstring states the protocol;
+* ``mask_classification``: ``MaskClassificationObjective``, MaskFormer's set loss (the supervised part of the
+  mask-classification methods).
+
+A method's own objective lives in its folder (``contrastseg.methods``). ``weighted_total`` is the one place where
+terms and weights meet; the engine logs every term by name.
 """
 
 from __future__ import annotations
 
 import torch
 
-from contrastseg.objectives.contextrast import ContextrastObjective
 from contrastseg.objectives.cross_entropy import CrossEntropyObjective
-from contrastseg.objectives.pixel_contrast import PixelContrastObjective
-from contrastseg.objectives.rc2l import MaskClassificationObjective, RC2LObjective
-from contrastseg.registry import lookup
-
-OBJECTIVES = {
-    "ce": CrossEntropyObjective,
-    "pixel_contrast": PixelContrastObjective,
-    "contextrast": ContextrastObjective,
-    "mask_classification": MaskClassificationObjective,
-    "rc2l": RC2LObjective,
-}
+from contrastseg.objectives.mask_classification import MaskClassificationObjective
 
 
 def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
@@ -34,18 +28,4 @@ def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) ->
     return torch.stack(active).sum()
 
 
-def build_objective(cfg, num_classes: int, ignore_index: int = 255) -> torch.nn.Module:
-    """The objective of ``cfg.method``; an unknown name raises an error listing the valid ones."""
-    return lookup(OBJECTIVES, cfg.method, "method").from_config(cfg, num_classes, ignore_index)
-
-
-__all__ = [
-    "OBJECTIVES",
-    "ContextrastObjective",
-    "CrossEntropyObjective",
-    "MaskClassificationObjective",
-    "PixelContrastObjective",
-    "RC2LObjective",
-    "build_objective",
-    "weighted_total",
-]
+__all__ = ["CrossEntropyObjective", "MaskClassificationObjective", "weighted_total"]

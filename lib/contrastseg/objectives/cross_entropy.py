@@ -34,29 +34,27 @@ class CrossEntropyObjective(nn.Module):
 
     Every objective follows the same protocol:
 
-    * ``forward(outputs, labels, step) -> dict[str, Tensor]``: the unweighted scalar terms, by name;
+    * ``forward(outputs, labels, step, unlabeled=None) -> dict[str, Tensor]``: the unweighted scalar terms, by name;
+      ``unlabeled`` is the step's ``engine.semi.UnlabeledOutputs`` (the student's and the teacher's outputs on the
+      unlabeled images, and the CutMix boxes) for a semi-supervised method, None otherwise;
     * ``weights(step) -> dict[str, float]``: the weight of each term at that step (warm-ups live here);
     * ``after_step(outputs, labels)``: state updates after the loss (memory banks); a no-op here;
-    * ``projection_levels(cfg)``: how many of the backbone's last levels get a projection head (0: none);
-    * ``semi_supervised``: True makes the engine add unlabeled images and an EMA teacher (``engine.semi``);
-    * ``mask_classification``: True when the objective needs a mask-classification model (region outputs);
-    * ``from_config(cfg, num_classes, ignore_index)``: the one adapter from an ExperimentConfig to keyword arguments;
-    * ``config_fields``: every ExperimentConfig field that ``from_config`` and ``projection_levels`` read, which
-      enters the run key (``ExperimentConfig.key_fields``) beside the data set's, the model's and the loop's;
+    * ``from_config(cfg, num_classes, ignore_index)``: the one adapter from an ExperimentConfig to keyword arguments
+      (the fields it reads are the method's config fields, ``contrastseg.method.MethodConfig``, and the core's);
     * ``method_terms``: the terms that are the method's own (none here); ``tables.method_activity`` counts the logged
       steps on which one of them was non-zero;
     * ``diagnostics() -> dict[str, float]``: counts of the last forward that say whether the method acted (anchors
       drawn, regions kept, ...; none here), recorded under no_grad from what the forward computes anyway; the engine
       logs them under "diagnostics" in each step's log line; ``describe_activity`` phrases their means.
 
+    What the engine needs of a method beyond its objective (a projection head, an EMA teacher, a mask-classification
+    model) is stated by its ``contrastseg.method.Method`` and config.
+
     Shape:
         outputs["logits"]: (B, K, H, W); optional outputs["aux_logits"]: (B, K, H, W);
         labels: (B, H, W) int64 in [0, K) or ``ignore_index``.
     """
 
-    semi_supervised = False
-    mask_classification = False
-    config_fields: tuple[str, ...] = ("aux_weight",)
     method_terms: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int, ignore_index: int = 255, *, aux_weight: float = 0.0):
@@ -69,15 +67,10 @@ class CrossEntropyObjective(nn.Module):
         self.last_counts: dict[str, torch.Tensor | float] = {}  # what diagnostics() reads; tensors: no sync here
 
     @classmethod
-    def projection_levels(cls, cfg) -> int:
-        """How many of the backbone's last levels the model must project for this method under ``cfg``."""
-        return 0
-
-    @classmethod
     def from_config(cls, cfg, num_classes: int, ignore_index: int = 255) -> "CrossEntropyObjective":
         return cls(num_classes, ignore_index, aux_weight=cfg.aux_weight)
 
-    def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: dict, labels: torch.Tensor, step: int, unlabeled=None) -> dict[str, torch.Tensor]:
         terms = {"ce": masked_cross_entropy(outputs["logits"].float(), labels, self.ignore_index)}
         if self.aux_weight > 0 and "aux_logits" in outputs:
             terms["aux"] = masked_cross_entropy(outputs["aux_logits"].float(), labels, self.ignore_index)

@@ -3,13 +3,13 @@
 Per step and per projected level i (finest first in the model's outputs, the last level = the backbone's last):
 
 1. labels at the level's resolution (nearest);
-2. anchors: the mean embedding of each class present in the batch at that level (``losses.class_anchors``), mixed
-   with the last level's anchors, ``normalize((1 - w_h) A_i + w_h A_last)`` (``losses.mix_anchors``); the last
+2. anchors: the mean embedding of each class present in the batch at that level (``anchors.class_anchors``), mixed
+   with the last level's anchors, ``normalize((1 - w_h) A_i + w_h A_last)`` (``anchors.mix_anchors``); the last
    level's anchors are its normalised means;
 3. pixels: a class-balanced uniform sample of the level's pixels (``samplers.class_balanced_sampling``: at most
    2,500 per class and 10,000 in total, classes under 5 pixels dropped);
 4. negatives: for anchor n, the sampled pixels of the other classes and, with BANE, the boundary-aware hard negatives
-   assigned to n (``samplers.boundary_aware_negatives`` on the final prediction at the level's resolution);
+   assigned to n (``bane.boundary_aware_negatives`` on the final prediction at the level's resolution);
 5. loss: InfoNCE with the anchor as the query, each sampled pixel of its class as a positive against the negatives,
    averaged over positives then over the classes present (``functional.pixel_contrast`` with
    ``base_temperature = temperature``: the paper has no tau / tau_b scale).
@@ -41,13 +41,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from contrastseg.config import BANE_MODES
-from contrastseg.losses import class_anchors, mix_anchors
 from contrastseg.losses.functional import pixel_contrast
+from contrastseg.methods.contextrast.anchors import class_anchors, mix_anchors
+from contrastseg.methods.contextrast.bane import boundary_aware_negatives
+from contrastseg.methods.contextrast.config import BANE_MODES
 from contrastseg.metrics import predicted_classes
 from contrastseg.objectives.cross_entropy import CrossEntropyObjective
-from contrastseg.samplers import (boundary_aware_negatives, class_balanced_sampling, downsample_labels,
-                                  gather_pixels)
+from contrastseg.samplers.hard_anchor import class_balanced_sampling, downsample_labels, gather_pixels
 
 LEVEL_WEIGHTS = (1.0, 0.7, 0.4, 0.1)
 """lambda of the last level first, then the next finer ones (paper, Sec. 3)."""
@@ -86,10 +86,6 @@ class ContextrastObjective(CrossEntropyObjective):
     """
 
     method_terms = ("contrast",)
-    config_fields = ("aux_weight", "proj_dim", "contrast_levels", "reverse_level_weights", "contrast_weight",
-                     "contrast_warmup", "temperature", "anchor_mixing", "detach_anchors", "level_max_pixels",
-                     "level_max_per_class", "bane", "bane_fraction", "bane_max_per_class", "bane_literal")
-
     def __init__(self, num_classes: int, ignore_index: int = 255, *, levels: int = 4,
                  reverse_level_weights: bool = False, contrast_weight: float = 0.1, warmup_steps: int = 0,
                  temperature: float = 0.1, anchor_mixing: float = 0.5, detach_anchors: bool = False,
@@ -110,10 +106,6 @@ class ContextrastObjective(CrossEntropyObjective):
         self.bane_max_per_class, self.bane_literal = bane_max_per_class, bane_literal
 
     @classmethod
-    def projection_levels(cls, cfg) -> int:
-        return cfg.contrast_levels
-
-    @classmethod
     def from_config(cls, cfg, num_classes: int, ignore_index: int = 255) -> "ContextrastObjective":
         return cls(num_classes, ignore_index, levels=cfg.contrast_levels,
                    reverse_level_weights=cfg.reverse_level_weights, contrast_weight=cfg.contrast_weight,
@@ -123,7 +115,7 @@ class ContextrastObjective(CrossEntropyObjective):
                    bane_max_per_class=cfg.bane_max_per_class, bane_literal=cfg.bane_literal,
                    aux_weight=cfg.aux_weight)
 
-    def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: dict, labels: torch.Tensor, step: int, unlabeled=None) -> dict[str, torch.Tensor]:
         terms = super().forward(outputs, labels, step)
         embeddings = [level.float() for level in outputs["level_embeddings"]]
         if len(embeddings) != len(self.level_weights):

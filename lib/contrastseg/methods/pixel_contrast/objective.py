@@ -7,7 +7,7 @@ default), and each anchor is contrasted with
 * ``memory="pixel" | "segment" | "both"``: the other anchors of the batch **and** the filled rows of the class-wise
   memory queues (pixel embeddings and/or region means of past batches), optionally narrowed per anchor by
   ``memory_sampling`` ("random", "hardest", "semi_hard"; the paper describes these, the reference code lacks them;
-  semi-hard draws at random among the hardest ``semi_hard_pool`` share of each set, ``samplers.memory_selection``).
+  semi-hard draws at random among the hardest ``semi_hard_pool`` share of each set, ``memory_selection``).
 
 Choices where the paper and the reference are silent or differ, with the alternative as a switch:
 
@@ -26,19 +26,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from contrastseg.losses import PixelContrastLoss
-from contrastseg.memory import PixelSegmentMemory
+from contrastseg.methods.pixel_contrast.loss import PixelContrastLoss
+from contrastseg.methods.pixel_contrast.memory import PixelSegmentMemory
+from contrastseg.methods.pixel_contrast.memory_selection import SEMI_HARD_POOL, select_contrast
 from contrastseg.metrics import predicted_classes
 from contrastseg.objectives.cross_entropy import CrossEntropyObjective
-from contrastseg.samplers import (downsample_labels, gather_pixels, hard_anchor_sampling, random_anchor_sampling,
-                                  select_contrast)
-from contrastseg.samplers.memory_selection import SEMI_HARD_POOL
+from contrastseg.samplers.hard_anchor import (downsample_labels, gather_pixels, hard_anchor_sampling,
+                                              random_anchor_sampling)
 
 class PixelContrastObjective(CrossEntropyObjective):
     """CE (+ aux CE) + ``contrast_weight`` x pixel contrast, the contrast term at weight 0 before ``warmup_steps``.
 
     ``reference_quirks=True`` (with a memory; without one it changes nothing) reproduces exactly these defects of the
-    reference code (``contrastseg.memory`` for the details): the anchors contrast with the memory rows only, without
+    reference code (``memory`` in this folder for the details): the anchors contrast with the memory rows only, without
     the batch; the pixel queue's pointer advances by 1 per write of up to ``pixels_per_update`` rows, and a write
     that reaches the end goes to the last slots and resets the pointer to 0; class 0 is never written, yet
     ``memory_size`` zero rows labelled 0 per queue stay in the contrast set (positives of class-0 anchors, negatives
@@ -62,11 +62,6 @@ class PixelContrastObjective(CrossEntropyObjective):
     """
 
     method_terms = ("contrast",)
-    config_fields = ("aux_weight", "proj_dim", "contrast_weight", "contrast_warmup", "temperature",
-                     "base_temperature", "anchor_sampling", "max_samples", "max_views", "memory", "memory_size",
-                     "pixels_per_update", "memory_sampling", "num_positives", "num_negatives", "semi_hard_pool",
-                     "reference_quirks")
-
     def __init__(self, num_classes: int, ignore_index: int = 255, *, proj_dim: int = 256,
                  contrast_weight: float = 0.1, warmup_steps: int = 0, temperature: float = 0.1,
                  base_temperature: float = 0.07, anchor_sampling: str = "hard", max_samples: int = 1024,
@@ -88,10 +83,6 @@ class PixelContrastObjective(CrossEntropyObjective):
             reference_quirks=reference_quirks, ignore_index=ignore_index)
 
     @classmethod
-    def projection_levels(cls, cfg) -> int:
-        return 1
-
-    @classmethod
     def from_config(cls, cfg, num_classes: int, ignore_index: int = 255) -> "PixelContrastObjective":
         return cls(num_classes, ignore_index, proj_dim=cfg.proj_dim, contrast_weight=cfg.contrast_weight,
                    warmup_steps=cfg.contrast_warmup, temperature=cfg.temperature,
@@ -103,7 +94,7 @@ class PixelContrastObjective(CrossEntropyObjective):
                    reference_quirks=cfg.reference_quirks,
                    aux_weight=cfg.aux_weight)
 
-    def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: dict, labels: torch.Tensor, step: int, unlabeled=None) -> dict[str, torch.Tensor]:
         terms = super().forward(outputs, labels, step)
         embedding = outputs["embedding"]
         with torch.no_grad():

@@ -1,13 +1,8 @@
-"""Mask classification, supervised and semi-supervised: MaskFormer's set loss, and RC²L (Zhang et al., IJCAI 2022).
+"""RC²L (Zhang et al., IJCAI 2022): the supervised set loss plus four region terms on unlabeled images.
 
-``MaskClassificationObjective`` (method ``"mask_classification"``) is the supervised baseline on the labeled images:
-per image, the ground-truth regions (one binary mask per class present) are matched one-to-one to the N queries
-(Hungarian matching, ``samplers.region_matching``), then
-
-* ``class``: cross-entropy of every query's class, unmatched queries towards "no object" (weight 0.1);
-* ``mask_bce``, ``mask_dice``: binary cross-entropy and dice loss of each matched query's mask.
-
-``RC2LObjective`` (method ``"rc2l"``) adds four unlabeled terms. The teacher (the EMA of the student, run on the
+``RC2LObjective`` (method ``"rc2l"``) extends the supervised mask-classification objective
+(``objectives.MaskClassificationObjective``: Hungarian matching of queries to ground-truth regions, class CE, mask
+BCE and dice) with four unlabeled terms. The teacher (the EMA of the student, run on the
 weak view) gives pseudo-regions: queries whose top class probability reaches ``confidence_threshold``, masks at
 sigmoid > 0.5. With CutMix the student sees a mixed strong view, and the teacher's regions are mixed with the same
 boxes: an image keeps its own regions outside its box and takes its partner's regions inside it (regions left empty
@@ -35,7 +30,7 @@ lambda_c x (rmc + rfc)), r the sigmoid ramp exp(-5 (1 - t)^2) over the first ``u
 (Laine & Aila).
 
 Reconstructed (only the paper's abstract, introduction and figure captions could be read; ``docs/methods.md#rc2l``),
-each a choice of ours: every loss's exact form (see ``losses.region``), the matching cost, the loss weights and the
+each a choice of ours: every loss's exact form (see ``losses.region`` and ``losses`` in this folder), the matching cost, the loss weights and the
 ramp (applied to all four unlabeled terms, since all of them rest on the teacher's regions), the threshold, the
 projector (applied to the teacher's features too, without gradient), CutMix on (``cutmix_probability``; it cuts the
 teacher's regions with the same boxes, and ``cutmix_probability=0`` keeps the views uncut and aligned), and
@@ -46,23 +41,22 @@ resolution for the supervised mask losses (matched masks upsampled), so thin cla
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastseg.config import REGION_LOSSES
-from contrastseg.losses.rc2l import (RegionClassConsistencyLoss, RegionFeatureContrastLoss, RegionMaskContrastLoss,
-                                     SemanticMaskConsistencyLoss)
-from contrastseg.losses.region import dice_similarity, mask_average_pool, mask_losses, set_class_loss
-from contrastseg.objectives.cross_entropy import CrossEntropyObjective
-from contrastseg.samplers import (downsample_labels, hungarian_match, label_regions, matching_cost, semantic_targets,
-                                  teacher_regions)
+from contrastseg.losses.region import dice_similarity, mask_average_pool
+from contrastseg.methods.rc2l.config import REGION_LOSSES, region_loss_names
+from contrastseg.methods.rc2l.losses import (RegionClassConsistencyLoss, RegionFeatureContrastLoss,
+                                             RegionMaskContrastLoss, SemanticMaskConsistencyLoss)
+from contrastseg.objectives.mask_classification import NO_OBJECT_WEIGHT, MaskClassificationObjective, Regions
+from contrastseg.samplers.region_matching import semantic_targets, teacher_regions
 
-SET_LOSS_WEIGHTS = {"class": 2.0, "mask_bce": 5.0, "mask_dice": 5.0}
-"""Mask2Former's (Cheng et al., CVPR 2022) weights of the supervised set loss; also its matching cost's."""
-NO_OBJECT_WEIGHT = 0.1
-"""Class-loss weight of queries matched to nothing (MaskFormer)."""
+if TYPE_CHECKING:
+    from contrastseg.engine.semi import UnlabeledOutputs
+
 CONSISTENCY_TERMS = ("rcc", "smc")
 CONTRAST_TERMS = ("rmc", "rfc")
 
@@ -73,97 +67,6 @@ def sigmoid_rampup(step: int, rampup_steps: float) -> float:
         return 1.0
     t = min(max(step / rampup_steps, 0.0), 1.0)
     return math.exp(-5.0 * (1.0 - t) ** 2)
-
-
-class Regions:
-    """Matched regions of a batch: which query of which image answers for which target region.
-
-    Attributes:
-        image_index: (R,) int64, the image of each matched region.
-        query_index: (R,) int64, the query matched to it.
-        classes: (R,) int64, the region's class.
-        masks: (R, h, w) float {0, 1}, the region's mask.
-        query_targets: (B, N) int64, every query's class target (``num_classes`` = no object when unmatched).
-    """
-
-    def __init__(self, image_index, query_index, classes, masks, query_targets):
-        self.image_index, self.query_index = image_index, query_index
-        self.classes, self.masks, self.query_targets = classes, masks, query_targets
-
-    @classmethod
-    def match(cls, class_logits: torch.Tensor, mask_logits: torch.Tensor, region_classes: list[torch.Tensor],
-              region_masks: list[torch.Tensor], valid: torch.Tensor | None = None) -> "Regions":
-        """Hungarian-match each image's queries to its regions.
-
-        Shape:
-            class_logits: (B, N, K + 1); mask_logits: (B, N, h, w); region_classes[b]: (T_b,) int64;
-            region_masks[b]: (T_b, h, w) float; valid: (B, h, w) bool or None.
-        """
-        batch, num_queries, num_outputs = class_logits.shape
-        query_targets = torch.full((batch, num_queries), num_outputs - 1, dtype=torch.long,
-                                   device=class_logits.device)
-        images, queries, classes, masks = [], [], [], []
-        for image, (targets, target_masks) in enumerate(zip(region_classes, region_masks)):
-            cost = matching_cost(class_logits[image].detach(), mask_logits[image].detach().flatten(1), targets,
-                                 target_masks.flatten(1), None if valid is None else valid[image].flatten())
-            query_index, target_index = hungarian_match(cost)
-            query_targets[image, query_index] = targets[target_index]
-            images.append(torch.full_like(query_index, image))
-            queries.append(query_index)
-            classes.append(targets[target_index])
-            masks.append(target_masks[target_index])
-        height, width = mask_logits.shape[-2:]
-        empty = mask_logits.new_zeros(0, height, width)
-        return cls(torch.cat(images), torch.cat(queries), torch.cat(classes),
-                   torch.cat(masks) if masks else empty, query_targets)
-
-    def __len__(self) -> int:
-        return len(self.query_index)
-
-
-class MaskClassificationObjective(CrossEntropyObjective):
-    """MaskFormer's supervised set loss: Hungarian matching, then class CE + mask BCE + mask dice (named terms).
-
-    Shape:
-        outputs: a ``MaskClassificationSegmentor``'s dict ("class_logits" (B, N, K + 1), "mask_logits" (B, N, h, w));
-        labels: (B, H, W) int64 in [0, K) or ``ignore_index``.
-    """
-
-    mask_classification = True
-    config_fields: tuple[str, ...] = ()
-
-    def __init__(self, num_classes: int, ignore_index: int = 255):
-        super().__init__(num_classes, ignore_index)
-
-    @classmethod
-    def from_config(cls, cfg, num_classes: int, ignore_index: int = 255) -> "MaskClassificationObjective":
-        return cls(num_classes, ignore_index)
-
-    def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        return self.set_loss(outputs, labels)
-
-    def set_loss(self, outputs: dict, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The supervised terms: match at the masks' resolution, mask losses at the labels' resolution."""
-        class_logits, mask_logits = outputs["class_logits"].float(), outputs["mask_logits"].float()
-        coarse_labels = downsample_labels(labels, mask_logits.shape[-2:])
-        region_classes, region_masks = [], []
-        for image_labels in coarse_labels:
-            classes, masks = label_regions(image_labels, self.num_classes, self.ignore_index)
-            region_classes.append(classes)
-            region_masks.append(masks)
-        regions = Regions.match(class_logits, mask_logits, region_classes, region_masks,
-                                valid=coarse_labels != self.ignore_index)
-        matched_logits = F.interpolate(mask_logits[regions.image_index, regions.query_index][:, None],
-                                       size=labels.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        matched_labels = labels[regions.image_index]
-        targets = (matched_labels == regions.classes[:, None, None]).float()
-        bce, dice = mask_losses(matched_logits.flatten(1), targets.flatten(1),
-                                (matched_labels != self.ignore_index).flatten(1))
-        return {"class": set_class_loss(class_logits, regions.query_targets, NO_OBJECT_WEIGHT),
-                "mask_bce": bce, "mask_dice": dice}
-
-    def weights(self, step: int) -> dict[str, float]:
-        return dict(SET_LOSS_WEIGHTS)
 
 
 class RC2LObjective(MaskClassificationObjective):
@@ -192,15 +95,12 @@ class RC2LObjective(MaskClassificationObjective):
       region.
 
     Shape:
-        outputs: the student's dict on the labeled images, plus "unlabeled" (the student's dict on the CutMix-ed
-        strong views), "teacher" (the teacher's dict on the weak views) and "cutmix" (``engine.semi.CutMix``);
-        labels: (B, H, W) int64.
+        outputs: the student's dict on the labeled images; labels: (B, H, W) int64;
+        unlabeled: the student's dict on the CutMix-ed strong views, the teacher's on the weak views, and the CutMix
+        boxes (``engine.semi.UnlabeledOutputs``); required when a region loss is on.
     """
 
-    semi_supervised = True
     method_terms = CONSISTENCY_TERMS + CONTRAST_TERMS
-    config_fields = ("region_proj_dim", "confidence_threshold", "region_losses", "unlabeled_weight", "contrast_weight",
-                     "unlabeled_rampup", "temperature", "rcc_unmatched")
 
     def __init__(self, num_classes: int, ignore_index: int = 255, *, mask_dim: int = 256, region_proj_dim: int = 128,
                  region_losses: tuple[str, ...] = REGION_LOSSES, confidence_threshold: float = 0.7,
@@ -225,16 +125,20 @@ class RC2LObjective(MaskClassificationObjective):
     @classmethod
     def from_config(cls, cfg, num_classes: int, ignore_index: int = 255) -> "RC2LObjective":
         return cls(num_classes, ignore_index, mask_dim=cfg.mask_dim, region_proj_dim=cfg.region_proj_dim,
-                   region_losses=cfg.region_loss_names(), confidence_threshold=cfg.confidence_threshold,
+                   region_losses=region_loss_names(cfg.region_losses), confidence_threshold=cfg.confidence_threshold,
                    unlabeled_weight=cfg.unlabeled_weight, contrast_weight=cfg.contrast_weight,
                    rampup_steps=cfg.unlabeled_rampup * cfg.steps, feature_temperature=cfg.temperature,
                    rcc_unmatched=cfg.rcc_unmatched)
 
-    def forward(self, outputs: dict, labels: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: dict, labels: torch.Tensor, step: int,
+                unlabeled: UnlabeledOutputs | None = None) -> dict[str, torch.Tensor]:
         terms = self.set_loss(outputs, labels)
         self.last_counts = {}
         if self.region_losses:
-            terms |= self.unlabeled_terms(outputs["unlabeled"], outputs["teacher"], outputs["cutmix"])
+            if unlabeled is None:
+                raise ValueError("RC²L's region losses need the step's unlabeled outputs (the engine passes them to "
+                                 "a semi-supervised method's objective)")
+            terms |= self.unlabeled_terms(unlabeled.student, unlabeled.teacher, unlabeled.cutmix)
         return terms
 
     def pseudo_regions(self, teacher: dict, cutmix) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

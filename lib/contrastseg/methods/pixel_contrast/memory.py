@@ -23,7 +23,7 @@ What we fix with respect to the reference (``ContrastiveSeg``, ``_dequeue_and_en
 ``reference_quirks=True`` brings back, only to measure what they cost: B1, B1b and B2 (pixel kind) and B3 (both
 kinds: class 0 never written, and ``contents`` returns ``size`` zero rows labelled 0 before the written rows). It
 does not bring back B4 (every rank still writes every rank's rows) nor B5's random rows in unwritten slots. The
-objective's switch of the same name also drops the in-batch contrast (``objectives.pixel_contrast``).
+objective's switch of the same name also drops the in-batch contrast (``objective`` in this folder).
 
 DDP. The queues are registered buffers (saved in checkpoints) but their consistency across ranks does not rely on
 DDP's buffer broadcasting: every rank writes the same gathered rows. Keep the memory outside the module wrapped in
@@ -38,7 +38,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from contrastseg.losses.anchors import class_sums_per_image
+from contrastseg.losses.functional import class_sums_per_image
 from contrastseg.samplers.hard_anchor import gather_pixels, sample_within_groups
 
 MEMORY_KINDS = {"pixel": ("pixel",), "segment": ("segment",), "both": ("pixel", "segment")}
