@@ -30,6 +30,7 @@ def runs_root(tmp_path, monkeypatch):
 def register_objective(monkeypatch):
     """Register a test objective as a method for one test: ``register_objective("name", ObjectiveClass)`` adds a
     method with the fields and flags of ``like`` (default "ce") whose objective is the given class."""
+    from contrastseg.config import ExperimentConfig
     from contrastseg.method import Method
     from contrastseg.methods import METHODS
 
@@ -38,6 +39,7 @@ def register_objective(monkeypatch):
         method = Method(name, base.config, objective, semi_supervised=base.semi_supervised,
                         mask_classification=base.mask_classification)
         monkeypatch.setitem(METHODS, name, method)
+        monkeypatch.setitem(ExperimentConfig.methods, name, method)
         return method
 
     return register

@@ -172,8 +172,8 @@ class CoreFields:
     eval_split: str = "val"
 
     methods: ClassVar[dict[str, Method]] = {}
-    """The methods whose config fields the class holds (``experiment_config_class``): the registry itself for
-    ``ExperimentConfig``, so that a method registered later (a test's) without fields of its own is valid too."""
+    """The methods whose config fields the class holds and whose names ``method`` takes
+    (``experiment_config_class``; ``ExperimentConfig``: the registry's)."""
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -196,7 +196,7 @@ class CoreFields:
     @classmethod
     def from_dict(cls, values: dict) -> "ExperimentConfig":
         """Build from a dict, rejecting unknown keys with the list of valid ones."""
-        _check_field_names(values)
+        _check_field_names(cls, values)
         return cls(**values)
 
     def key_fields(self) -> dict:
@@ -261,7 +261,7 @@ class CoreFields:
 
     def replace(self, **changes) -> "ExperimentConfig":
         """A copy with ``changes``; an unknown field name raises the error that lists the valid ones."""
-        _check_field_names(changes)
+        _check_field_names(type(self), changes)
         return dataclasses.replace(self, **changes)
 
 
@@ -273,7 +273,7 @@ def experiment_config_class(methods: dict[str, Method]) -> type:
     clashes = sorted({name for name, _, _ in method_fields} & {f.name for f in fields(CoreFields)})
     if clashes:
         raise TypeError(f"method config field(s) {clashes} clash with the core's fields")
-    namespace = {"__module__": __name__, "__doc__": EXPERIMENT_CONFIG_DOC, "methods": methods}
+    namespace = {"__module__": __name__, "__doc__": EXPERIMENT_CONFIG_DOC, "methods": dict(methods)}
     return dataclasses.make_dataclass("ExperimentConfig", method_fields, bases=(CoreFields,), frozen=True,
                                       namespace=namespace)
 
@@ -367,8 +367,8 @@ def preset(name: str, **overrides) -> ExperimentConfig:
     return build(**overrides)
 
 
-def _check_field_names(values: dict) -> None:
-    valid = {f.name for f in fields(ExperimentConfig)}
+def _check_field_names(config_class: type, values: dict) -> None:
+    valid = {f.name for f in fields(config_class)}
     unknown = sorted(set(values) - valid)
     if unknown:
         raise ValueError(f"unknown config field(s) {unknown}; valid fields: {', '.join(sorted(valid))}")

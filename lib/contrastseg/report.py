@@ -55,7 +55,7 @@ from urllib.parse import quote
 
 from contrastseg.provenance import UNKNOWN_COMMIT, git_commit, package_versions
 
-from .results import RESULTS_FILE, load_results
+from contrastseg.results import RESULTS_FILE, load_results
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5rem auto; max-width: 1360px;
@@ -303,7 +303,7 @@ def reported_records(notebook: str, results: Mapping[str, Any]) -> list[dict]:
     match = TABLE_NOTEBOOK.fullmatch(Path(notebook).stem)
     if not match:
         return []
-    from .tables import reported_numbers
+    from contrastseg.tables import reported_numbers
 
     return reported_numbers(Path(notebook).parent.name, match["table"]).to_dict("records")
 
@@ -481,7 +481,7 @@ def _section(i: int, item: dict, preset_dir: Path, results: dict, error: str | N
 
 def _reported_section(items: list[dict], results: list[dict]) -> str:
     """Per notebook with reported numbers, a table of them beside ours (``_reported_table``)."""
-    from .tables import REPORTED_LABELS
+    from contrastseg.tables import REPORTED_LABELS
 
     out = ['<h2 id="reported">Papers\' numbers beside ours</h2>',
            '<p class="meta">The papers\' settings differ from ours (real data sets, larger models): compare '
@@ -525,7 +525,7 @@ def _reported_table(records: list[dict], table: Any) -> str:
 def _ours(summary_row: Mapping[str, Any] | None, metric: str | None) -> str:
     """Our mean ± std of a reported metric, a fraction with 3 decimals, from a ``summarize`` record (``mean (n=1)``
     for one seed); "n/a" without a counterpart."""
-    from .tables import spread_text
+    from contrastseg.tables import spread_text
 
     key = REPORTED_METRICS.get(metric or "")
     mean = _number(summary_row.get(f"{key}_mean")) if key and summary_row else None
@@ -651,7 +651,7 @@ def _grid(value: Any, dropped: list[str]) -> str | None:
 def _spread_cell(row: Mapping[str, Any], mean_column: str, std_column: str, number_format: str = ".3f") -> str:
     """``mean ± std`` of a record (``tables.spread_text`` with ``number_format`` and the record's ``seeds``):
     ``mean (n=1)`` for one seed or a NaN std, never a zero spread."""
-    from .tables import spread_text
+    from contrastseg.tables import spread_text
 
     mean = _number(row.get(mean_column))
     if mean is None:

@@ -61,9 +61,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .paths import DATA_ENV, RUNS_ENV, data_root, environ
-from .report import write_report
-from .runs import FRESH_SINCE_ENV, USED_RUNS_ENV
+from contrastseg.paths import DATA_ENV, RUNS_ENV, data_root, environ
+from contrastseg.report import write_report
+from contrastseg.runs import FRESH_SINCE_ENV, USED_RUNS_ENV
 
 PRESETS = ("smoke", "demo", "paper")
 DEFAULT_MANIFEST = "notebooks/manifest.yaml"

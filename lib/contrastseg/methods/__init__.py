@@ -27,8 +27,8 @@ def method_named(name: str) -> Method:
 
 
 def build_objective(cfg, num_classes: int, ignore_index: int = 255):
-    """The objective of ``cfg.method`` for a data set of ``num_classes`` (an ``nn.Module``)."""
-    return method_named(cfg.method).objective_class().from_config(cfg, num_classes, ignore_index)
+    """The objective of the config ``cfg``'s method for a data set of ``num_classes`` (an ``nn.Module``)."""
+    return cfg.method_spec().objective_class().from_config(cfg, num_classes, ignore_index)
 
 
 __all__ = ["METHODS", "build_objective", "method_named"]

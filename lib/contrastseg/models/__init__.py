@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from contrastseg.models.backbones import TIMM_BACKBONES, TimmBackbone, TinyBackbone, build_backbone
+from contrastseg.models.backbones import TIMM_BACKBONES, TimmBackbone, TinyBackbone
 from contrastseg.models.heads import DeepLabV3Head, FCNHead, HRNetHead, concat_levels
 from contrastseg.models.hrnet import HRNET_BACKBONES, HRNetBackbone
 from contrastseg.models.mask_classification import MaskClassificationSegmentor
@@ -33,6 +33,19 @@ HEADS = {"fcn": FCNHead, "deeplabv3": DeepLabV3Head, "hrnet": HRNetHead, "ocr": 
          "mask_classification": MaskClassificationSegmentor}
 MASK_CLASSIFICATION_HEADS = ("mask_classification",)  # heads that predict (class, mask) pairs, not class maps
 AUX_CHANNELS = 256  # width of the auxiliary FCN head (DeepLabV3's reference code)
+
+
+def build_backbone(name: str, output_stride: int = 8, pretrained: str = "") -> nn.Module:
+    """Build a backbone by name: ``"tiny"``, one of ``TIMM_BACKBONES`` or one of ``hrnet.HRNET_BACKBONES``.
+
+    HRNets ignore ``output_stride`` (their branches are always at strides 4, 8, 16 and 32; see ``HRNetBackbone``).
+    """
+    backbone_class = lookup(BACKBONES, name, "backbone")
+    if name == "tiny":
+        if pretrained:
+            raise ValueError("the tiny backbone has no pretrained weights; use pretrained=''")
+        return TinyBackbone(output_stride=output_stride)
+    return backbone_class(name, output_stride=output_stride, pretrained=pretrained)
 
 
 def model_fields(head: str) -> tuple[str, ...]:

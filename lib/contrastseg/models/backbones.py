@@ -162,19 +162,3 @@ def key_list(keys: list[str], shown: int = 20) -> str:
     """``keys`` for an error message: the first ``shown`` of them, and how many more there are."""
     more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
     return f"({len(keys)}) {keys[:shown]}{more}"
-
-
-def build_backbone(name: str, output_stride: int = 8, pretrained: str = "") -> nn.Module:
-    """Build a backbone by name: ``"tiny"``, one of ``TIMM_BACKBONES`` or one of ``hrnet.HRNET_BACKBONES``.
-
-    HRNets ignore ``output_stride`` (their branches are always at strides 4, 8, 16 and 32; see ``HRNetBackbone``).
-    """
-    from contrastseg.models import BACKBONES
-    from contrastseg.registry import lookup
-
-    backbone_class = lookup(BACKBONES, name, "backbone")
-    if name == "tiny":
-        if pretrained:
-            raise ValueError("the tiny backbone has no pretrained weights; use pretrained=''")
-        return TinyBackbone(output_stride=output_stride)
-    return backbone_class(name, output_stride=output_stride, pretrained=pretrained)
