@@ -2,6 +2,8 @@
 training against one process, the torchrun launch from the run store, grid dispatch, the config-file CLI."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -186,6 +188,18 @@ def test_config_files_in_json_and_yaml_with_preset_and_overrides(tmp_path):
         read_config(tmp_path / "bad.yaml")
     with pytest.raises(FileNotFoundError, match="missing.json"):
         read_config(tmp_path / "missing.json")
+
+
+def test_the_cli_does_not_import_the_notebook_batch(tmp_path):
+    (tmp_path / "run.yaml").write_text("preset: smoke\nsteps: 7\n")
+    code = ("import json, sys\n"
+            "from contrastseg.train import read_config\n"
+            f"assert read_config({str(tmp_path / 'run.yaml')!r}, ['seed=3']).seed == 3\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    listing = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported = json.loads(listing.stdout)
+    assert "contrastseg.train" in imported and "contrastseg.overrides" in imported  # --set is read
+    assert "contrastseg.suite" not in imported
 
 
 def test_cli_trains_into_the_run_store(tmp_path, runs_root, capsys):
