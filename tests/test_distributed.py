@@ -155,7 +155,7 @@ def test_sync_batchnorm_refuses_batchnorm_subclasses_it_would_change():
 def test_grid_dispatch_trains_runs_side_by_side_with_the_in_process_results(tmp_path, runs_root):
     configs = [smoke(**TINY, seed=seed) for seed in (0, 1)]
     in_process = [runs.get_or_train(cfg, root=tmp_path / "alone", progress=False) for cfg in configs]
-    side_by_side = runs.get_or_train_many([*configs, configs[0]], slots=["", ""], progress=False)
+    side_by_side = runs.get_or_train([*configs, configs[0]], slots=["", ""], progress=False)
     assert [r.config for r in side_by_side] == [*configs, configs[0]]
     for alone, dispatched in zip(in_process, side_by_side):
         assert (dispatched.run_dir / runs.TRAIN_LOG_NAME).exists()
@@ -174,7 +174,8 @@ def test_dispatch_slots_follow_the_environment(monkeypatch):
 def test_a_failed_subprocess_run_names_its_log(tmp_path, runs_root):
     cfg = smoke(**TINY | dict(data_root=str(tmp_path / "nowhere"), dataset="cityscapes"))
     with pytest.raises(RuntimeError, match="train.log"):
-        runs.launch(cfg, tmp_path / "run", visible_devices="")
+        runs.get_or_train([cfg], slots=["", ""], progress=False)  # two slots: a subprocess
+    assert (runs.run_dir_for(cfg) / runs.TRAIN_LOG_NAME).is_file()
 
 
 def test_config_files_in_json_and_yaml_with_preset_and_overrides(tmp_path):
