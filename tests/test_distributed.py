@@ -2,6 +2,8 @@
 training against one process, the torchrun launch from the run store, grid dispatch, the config-file CLI."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,7 +155,7 @@ def test_sync_batchnorm_refuses_batchnorm_subclasses_it_would_change():
 def test_grid_dispatch_trains_runs_side_by_side_with_the_in_process_results(tmp_path, runs_root):
     configs = [smoke(**TINY, seed=seed) for seed in (0, 1)]
     in_process = [runs.get_or_train(cfg, root=tmp_path / "alone", progress=False) for cfg in configs]
-    side_by_side = runs.get_or_train_many([*configs, configs[0]], slots=["", ""], progress=False)
+    side_by_side = runs.get_or_train([*configs, configs[0]], slots=["", ""], progress=False)
     assert [r.config for r in side_by_side] == [*configs, configs[0]]
     for alone, dispatched in zip(in_process, side_by_side):
         assert (dispatched.run_dir / runs.TRAIN_LOG_NAME).exists()
@@ -172,7 +174,8 @@ def test_dispatch_slots_follow_the_environment(monkeypatch):
 def test_a_failed_subprocess_run_names_its_log(tmp_path, runs_root):
     cfg = smoke(**TINY | dict(data_root=str(tmp_path / "nowhere"), dataset="cityscapes"))
     with pytest.raises(RuntimeError, match="train.log"):
-        runs.launch(cfg, tmp_path / "run", visible_devices="")
+        runs.get_or_train([cfg], slots=["", ""], progress=False)  # two slots: a subprocess
+    assert (runs.run_dir_for(cfg) / runs.TRAIN_LOG_NAME).is_file()
 
 
 def test_config_files_in_json_and_yaml_with_preset_and_overrides(tmp_path):
@@ -186,6 +189,18 @@ def test_config_files_in_json_and_yaml_with_preset_and_overrides(tmp_path):
         read_config(tmp_path / "bad.yaml")
     with pytest.raises(FileNotFoundError, match="missing.json"):
         read_config(tmp_path / "missing.json")
+
+
+def test_the_cli_does_not_import_the_notebook_batch(tmp_path):
+    (tmp_path / "run.yaml").write_text("preset: smoke\nsteps: 7\n")
+    code = ("import json, sys\n"
+            "from contrastseg.train import read_config\n"
+            f"assert read_config({str(tmp_path / 'run.yaml')!r}, ['seed=3']).seed == 3\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    listing = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported = json.loads(listing.stdout)
+    assert "contrastseg.train" in imported and "contrastseg.overrides" in imported  # --set is read
+    assert "contrastseg.suite" not in imported
 
 
 def test_cli_trains_into_the_run_store(tmp_path, runs_root, capsys):

@@ -54,3 +54,33 @@ def test_trained_model_loads_and_predicts(runs_root):
     num_classes = dataset_info("synthscapes").num_classes
     assert model(torch.rand(1, 3, 64, 64))["logits"].shape == (1, num_classes, 64, 64)
     assert len(result.log()) == TINY["steps"]
+
+
+def test_a_list_of_configs_gives_one_result_per_config_in_order_each_run_trained_once(runs_root, monkeypatch):
+    trained = []
+
+    def counted_train(cfg, run_dir, progress=True):
+        trained.append(cfg.hash())
+        return real_train(cfg, run_dir, progress=progress)
+
+    real_train = runs.train
+    monkeypatch.setattr(runs, "train", counted_train)
+    first, second = smoke(**TINY), smoke(**TINY, seed=1)
+    flipped = first.replace(eval_flip=True)  # the same run under another evaluation protocol
+    results = runs.get_or_train([first, second, first, flipped], progress=False, slots=[])
+    assert [result.config for result in results] == [first, second, first, flipped]
+    assert sorted(trained) == sorted([first.hash(), second.hash()])  # no slots: in this process, each run once
+    assert results[0].run_dir == results[3].run_dir == runs.run_dir_for(first)
+    assert results[3].metrics["protocol"] == flipped.evaluation_protocol()
+    assert results[0].metrics == runs.get_or_train(first, progress=False).metrics
+    assert results[1].metrics == runs.get_or_train(second, progress=False).metrics
+    assert len(trained) == 2
+
+
+def test_run_dir_is_for_one_config_and_slots_for_a_list(tmp_path):
+    cfg = smoke(**TINY)
+    with pytest.raises(ValueError, match="run_dir is for one config"):
+        runs.get_or_train([cfg], run_dir=tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="slots are for a list"):
+        runs.get_or_train(cfg, slots=["", ""], progress=False)
+    assert not (tmp_path / "run").exists()

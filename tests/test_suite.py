@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from contrastseg import paths
+from contrastseg.overrides import parse_overrides
 from contrastseg.report import ENVIRONMENT_PACKAGES, environment, write_report
 from contrastseg.results import load_results, read_records, results_dir_for, save_figure, save_results
-from contrastseg.suite import CELL_TIMEOUTS, PRESETS, format_failures, load_manifest, main, parse_overrides, run_suite
+from contrastseg.suite import CELL_TIMEOUTS, PRESETS, format_failures, load_manifest, main, run_suite
 from contrastseg.tables import reported_numbers, summarize
 
 PARAMS = 'preset = "smoke"\nresults_dir = ""'

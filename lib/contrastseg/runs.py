@@ -14,18 +14,27 @@ The evaluation protocol (``config.EVALUATION_FIELDS``: split, scales, flip, wind
 the key: a config that asks a stored model for another protocol evaluates it without retraining
 (``RunResult.evaluate``), and the metrics of each protocol are kept in ``evaluations/`` of the run's folder.
 
-In a dry run (``$CONTRASTSEG_PLAN`` set, see ``contrastseg.plan``) ``get_or_train`` only records the config.
+In a dry run (``$CONTRASTSEG_PLAN`` set, see ``contrastseg.plan``) ``get_or_train`` only records the configs.
 
-Every way into training goes through ``get_or_train`` (``python -m contrastseg.train`` too, with or without
-``--run-dir``, under torchrun or not): the lock, the finished-run check, ``config.json``. Under torchrun, process 0
-takes the lock and decides, the others follow its decision and train beside it. A run with ``num_devices`` > 1
-trains under torchrun, started as a subprocess (``python -m torch.distributed.run --standalone``) that trains under
-the launching process's lock (``LOCKED_RUN_ENV``), and its metrics are read back from its folder.
+``get_or_train`` is the one way into training: it takes one config (and returns one RunResult) or a list (and returns
+one per config, in order, each run trained once), and decides where each run trains. Notebooks, the tables and
+``python -m contrastseg.train`` (with or without ``--run-dir``, under torchrun or not) all go through it, so every
+run gets the same lock, finished-run check and ``config.json``; ``engine.train.train`` is the training loop it runs.
+
+* In this process, by default.
+* Under torchrun: process 0 takes the lock and decides, the others follow its decision and train beside it.
+* A run with ``num_devices`` > 1, asked for outside torchrun, trains under a torchrun that ``get_or_train`` starts as
+  a subprocess (``python -m torch.distributed.run --standalone ... -m contrastseg.train``).
+* A list on a machine with several GPUs (``dispatch_slots``, or ``slots=``) trains its runs side by side, each in a
+  ``python -m contrastseg.train`` subprocess on its own GPU; its runs with ``num_devices`` > 1 train after them, one
+  at a time.
+
+A training subprocess trains under the launching process's lock (``LOCKED_RUN_ENV``), writes its output to the run's
+``train.log`` (whose end a failure shows), and its metrics are read back from the run's folder.
 
 A damaged file never hides the rest of the store: ``finished_runs`` leaves a run whose ``metrics.json`` or
 ``config.json`` cannot be read out with a warning (``broken_runs`` lists them), and reading such a file through
-``get_or_train`` raises an error that names it. ``get_or_train_many`` trains independent runs side
-by side, one per GPU, when the machine has several (``dispatch_slots``).
+``get_or_train`` raises an error that names it.
 
 The store lives in ``<runs root>/store``: ``$CONTRASTSEG_RUNS``, else the ``runs`` folder of the repository this
 package is imported from (``contrastseg.paths.runs_root``).
@@ -45,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence, overload
 
 import torch
 from filelock import FileLock, Timeout
@@ -65,8 +75,9 @@ KEY_NAME = "run_key.json"
 EVALUATIONS_DIR = "evaluations"
 CONFIG_NAME = "config.json"
 LOCKED_RUN_ENV = "CONTRASTSEG_LOCKED_RUN"
-"""Set by ``launch`` for the training process it starts: the run folder whose lock the launching process holds. In a
-process where it names the folder, ``run_lock`` runs under that lock (held by another process) instead of waiting."""
+"""Set by ``get_or_train`` for a training subprocess it starts: the run folder whose lock the launching process holds.
+In a process where it names the folder, ``run_lock`` runs under that lock (held by another process) instead of
+waiting."""
 
 def run_dir_for(cfg: ExperimentConfig, root: str | Path | None = None) -> Path:
     return Path(root or runs_root()) / "store" / f"{cfg.method}-{cfg.hash()}"
@@ -174,44 +185,73 @@ def _stored_evaluation(path: Path) -> dict | None:
         return None
 
 
-def get_or_train(cfg: ExperimentConfig, *, root: str | Path | None = None, progress: bool = True,
-                 force: bool = False, run_dir: str | Path | None = None) -> RunResult:
-    """Return the run of ``cfg`` from the store, training (or resuming) it first if it has not finished.
+@overload
+def get_or_train(configs: ExperimentConfig, *, root: str | Path | None = None, progress: bool = True,
+                 force: bool = False, run_dir: str | Path | None = None, slots: None = None) -> RunResult: ...
 
-    The one way into training: under the run folder's lock, a finished run (``metrics.json``) is returned as it is,
-    any other is trained after its ``config.json`` and ``run_key.json`` are written. Under torchrun every process
-    calls it: process 0 holds the lock, checks and writes, and every process trains.
+
+@overload
+def get_or_train(configs: Sequence[ExperimentConfig], *, root: str | Path | None = None, progress: bool = True,
+                 force: bool = False, run_dir: None = None, slots: Sequence[str] | None = None) -> list[RunResult]: ...
+
+
+def get_or_train(configs, *, root=None, progress=True, force=False, run_dir=None, slots=None):
+    """Return the run of each config from the store, training (or resuming) it first if it has not finished.
+
+    The one way into training. Under the run folder's lock, a finished run (``metrics.json``) is returned as it is;
+    any other is trained after its ``config.json`` and ``run_key.json`` are written. Where it trains:
+
+    * One config: in this process. Under torchrun every process calls it: process 0 holds the lock, checks and
+      writes, every process trains. Outside torchrun a config with ``num_devices`` > 1 trains under a torchrun that
+      this call starts (``python -m torch.distributed.run --standalone ... -m contrastseg.train``).
+    * A list of configs: each run once, one after the other as for one config, or, with two or more ``slots``,
+      side by side: each run with ``num_devices`` == 1 in a ``python -m contrastseg.train`` subprocess on a free
+      slot, then each run with ``num_devices`` > 1 alone (under torchrun, on every device).
+
+    A subprocess's output goes to the run's ``train.log``, whose last lines a failure shows. In a dry run
+    (``$CONTRASTSEG_PLAN``, ``contrastseg.plan``) nothing trains: each config is recorded and gets placeholder
+    metrics.
 
     Args:
-        force: train afresh even when the store holds the run (its folder is emptied first).
-        run_dir: the folder to train in instead of the store's folder of ``cfg`` (``python -m contrastseg.train
-            --run-dir``); it is locked, checked and written alike.
-
-    Raises:
-        ValueError: the run's ``metrics.json`` is damaged (the message names it).
-    """
-    return _get_or_train(cfg, root, lambda folder: train_in(cfg, folder, progress=progress), force, run_dir)
-
-
-def get_or_train_many(configs: list[ExperimentConfig], *, root: str | Path | None = None, progress: bool = True,
-                      slots: list[str] | None = None, force: bool = False) -> list[RunResult]:
-    """``get_or_train`` for each config, the missing runs side by side when there are several slots.
-
-    Args:
-        configs: the runs (duplicates are trained once).
-        slots: one ``CUDA_VISIBLE_DEVICES`` value per concurrent run, e.g. ["0", "1", "2", "3"]; "" is a CPU
-            slot. Default ``dispatch_slots()``: one per GPU when there are several, else none (one run after the
-            other in this process). Each concurrent run is a ``python -m contrastseg.train`` subprocess on its slot;
-            a run with ``num_devices`` > 1 waits and then trains alone on every device.
-        force: train every run afresh (each once, however often it is listed).
+        configs: one ExperimentConfig, or a list of them. Configs of the same run (the same key; they may differ in
+            the evaluation protocol) are trained once.
+        root: the runs root (default ``paths.runs_root()``); the store is its ``store`` folder.
+        progress: progress bars of a training in this process.
+        force: train afresh even when the store holds the run (its folder is emptied first; each run once, however
+            often it is listed).
+        run_dir: with one config, the folder to train in instead of the store's folder of the config (``python -m
+            contrastseg.train --run-dir``); it is locked, checked and written alike.
+        slots: with a list, one ``CUDA_VISIBLE_DEVICES`` value per concurrent run, e.g. ["0", "1", "2", "3"]; ""
+            is a CPU slot. Default ``dispatch_slots()``: one per GPU when there are several, else none. Fewer than
+            two slots train the runs one after the other in this process.
 
     Returns:
-        One RunResult per config, in order.
+        For one config its RunResult; for a list one RunResult per config, in order. Each holds the metrics of its
+        config's evaluation protocol.
+
+    Raises:
+        ValueError: a run's ``metrics.json`` is damaged (the message names it); ``run_dir`` with a list, or
+            ``slots`` with one config.
+        RuntimeError: a training subprocess failed (the message holds the end of its ``train.log``).
     """
-    slots = dispatch_slots() if slots is None else list(slots)
-    unique = list({cfg.hash(): cfg for cfg in configs}.values())
+    if isinstance(configs, ExperimentConfig):
+        if slots is not None:
+            raise ValueError("slots are for a list of configs; one config trains in this process")
+        return _get_or_train_run(configs, root, progress, force, run_dir)
+    if run_dir is not None:
+        raise ValueError("run_dir is for one config; the runs of a list train in their folders of the store")
+    return _get_or_train_runs(list(configs), root, progress, force,
+                              dispatch_slots() if slots is None else list(slots))
+
+
+def _get_or_train_runs(configs: list[ExperimentConfig], root: str | Path | None, progress: bool, force: bool,
+                       slots: list[str]) -> list[RunResult]:
+    """``get_or_train`` of a list: each run once (the last of its configs trains it), one after the other in this
+    process with fewer than two ``slots`` or in a dry run, else side by side on the slots; one RunResult per config,
+    in order, under its own evaluation protocol."""
+    distinct = list({cfg.hash(): cfg for cfg in configs}.values())
     if len(slots) < 2 or plan_file() is not None:
-        trained = {cfg.hash(): get_or_train(cfg, root=root, progress=progress, force=force) for cfg in unique}
+        trained = {cfg.hash(): _get_or_train_run(cfg, root, progress, force) for cfg in distinct}
         return [_with_protocol(trained[cfg.hash()], cfg) for cfg in configs]
     free = queue.Queue()
     for slot in slots:
@@ -220,24 +260,24 @@ def get_or_train_many(configs: list[ExperimentConfig], *, root: str | Path | Non
     def on_a_free_slot(cfg: ExperimentConfig) -> RunResult:
         slot = free.get()
         try:
-            return _get_or_train(cfg, root, lambda run_dir: launch(cfg, run_dir, visible_devices=slot), force)
+            return _get_or_train_run(cfg, root, progress, force, slot=slot)
         finally:
             free.put(slot)
 
     from tqdm import tqdm
 
-    parallel = [cfg for cfg in unique if cfg.num_devices == 1]
-    results = {}
-    with ThreadPoolExecutor(len(slots)) as pool, tqdm(total=len(unique), desc=f"runs on {len(slots)} slots",
+    side_by_side = [cfg for cfg in distinct if cfg.num_devices == 1]
+    trained = {}
+    with ThreadPoolExecutor(len(slots)) as pool, tqdm(total=len(distinct), desc=f"runs on {len(slots)} slots",
                                                      unit="run", disable=not progress) as bar:
-        for result in pool.map(on_a_free_slot, parallel):
-            results[result.config.hash()] = result
+        for result in pool.map(on_a_free_slot, side_by_side):
+            trained[result.config.hash()] = result
             bar.update()
-        for cfg in unique:
+        for cfg in distinct:
             if cfg.num_devices > 1:
-                results[cfg.hash()] = get_or_train(cfg, root=root, progress=progress, force=force)
+                trained[cfg.hash()] = _get_or_train_run(cfg, root, progress, force)
                 bar.update()
-    return [_with_protocol(results[cfg.hash()], cfg) for cfg in configs]
+    return [_with_protocol(trained[cfg.hash()], cfg) for cfg in configs]
 
 
 def _with_protocol(result: RunResult, cfg: ExperimentConfig) -> RunResult:
@@ -247,14 +287,17 @@ def _with_protocol(result: RunResult, cfg: ExperimentConfig) -> RunResult:
     return RunResult(cfg, result.run_dir, evaluation(cfg, result.run_dir, result.metrics))
 
 
-def _get_or_train(cfg: ExperimentConfig, root: str | Path | None, train_into, force: bool = False,
-                  run_dir: str | Path | None = None) -> RunResult:
+def _get_or_train_run(cfg: ExperimentConfig, root: str | Path | None, progress: bool, force: bool,
+                      run_dir: str | Path | None = None, slot: str | None = None) -> RunResult:
+    """``get_or_train`` of one run, in ``run_dir`` (default: the store's folder of ``cfg``): recorded in a dry run;
+    else under the folder's lock (process 0's decision on every process of a torchrun) the finished run, or the run
+    trained by ``_train`` (in a subprocess on ``slot`` when one is given); under ``cfg``'s evaluation protocol."""
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(cfg, root)
     planning = plan_file()
     if planning is not None:
         record(cfg, planning)
         return RunResult(cfg, run_dir, placeholder_metrics(cfg))
-    world = torchrun_world(cfg)
+    world = _torchrun_world(cfg)
     with ExitStack() as locked:
         finished = None
         if world.is_main:
@@ -265,11 +308,23 @@ def _get_or_train(cfg: ExperimentConfig, root: str | Path | None, train_into, fo
             if finished is None:
                 write_config(cfg, run_dir)
         finished = world.gather_objects(finished)[0]  # process 0's decision, on every process of a torchrun
-        metrics = finished if finished is not None else train_into(run_dir)
+        metrics = finished if finished is not None else _train(cfg, run_dir, progress, slot)
         if world.is_main:
             record_use(cfg, run_dir)
             metrics = evaluation(cfg, run_dir, metrics)
     return RunResult(cfg, run_dir, metrics)
+
+
+def _train(cfg: ExperimentConfig, run_dir: Path, progress: bool, slot: str | None) -> dict:
+    """Train ``cfg`` into ``run_dir`` (its lock held, its ``config.json`` written) and return the metrics: in a
+    ``python -m contrastseg.train`` subprocess on ``slot`` when one is given; under a torchrun subprocess when
+    ``cfg`` asks for several devices and this process is not one of a torchrun; else in this process
+    (``engine.train.train``; on every process of a running torchrun)."""
+    if slot is not None:
+        return _train_in_subprocess(cfg, run_dir, visible_devices=slot)
+    if cfg.num_devices > 1 and not under_torchrun():
+        return _train_in_subprocess(cfg, run_dir)
+    return train(cfg, run_dir, progress=progress)
 
 
 def _finished_metrics(run_dir: Path, force: bool) -> dict | None:
@@ -286,7 +341,7 @@ def under_torchrun() -> bool:
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
-def torchrun_world(cfg: ExperimentConfig) -> Distributed:
+def _torchrun_world(cfg: ExperimentConfig) -> Distributed:
     """This process's place among the torchrun processes, after joining their process group; a world of one
     outside torchrun (and then ``cfg.device`` is not looked at)."""
     if not under_torchrun():
@@ -422,24 +477,15 @@ def _finished_before_fresh(metrics_path: Path) -> bool:
     return bool(since) and metrics_path.exists() and metrics_path.stat().st_mtime < float(since)
 
 
-def train_in(cfg: ExperimentConfig, run_dir: Path, progress: bool = True) -> dict:
-    """Train ``cfg`` into ``run_dir``: in this process (every process of a torchrun that is running), or under a
-    torchrun that it starts when it asks for several devices."""
-    if cfg.num_devices > 1 and not under_torchrun():
-        return launch(cfg, run_dir)
-    return train(cfg, run_dir, progress=progress)
-
-
-def launch(cfg: ExperimentConfig, run_dir: Path, visible_devices: str | None = None) -> dict:
-    """Train ``cfg`` into ``run_dir`` in a subprocess (under ``torchrun --standalone`` when ``num_devices`` > 1)
-    and return its metrics; its output goes to ``run_dir/train.log``, whose end a failure shows. The caller holds
-    ``run_lock(run_dir)``; the subprocess trains under it (``LOCKED_RUN_ENV``).
+def _train_in_subprocess(cfg: ExperimentConfig, run_dir: Path, visible_devices: str | None = None) -> dict:
+    """Train ``cfg`` into ``run_dir`` in a ``python -m contrastseg.train`` subprocess (under ``torchrun
+    --standalone`` when ``num_devices`` > 1) and return its metrics; its output goes to ``run_dir/train.log``, whose
+    end a failure shows. The caller holds ``run_lock(run_dir)`` and has written ``run_dir/config.json``, which the
+    subprocess reads; it trains under that lock (``LOCKED_RUN_ENV``).
 
     Args:
         visible_devices: ``CUDA_VISIBLE_DEVICES`` for the subprocess; None keeps this process's.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, run_dir)
     if cfg.num_devices > 1:
         _check_device_count(cfg, visible_devices)
         starter = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -471,7 +517,8 @@ def _check_device_count(cfg: ExperimentConfig, visible_devices: str | None) -> N
 
 
 def dispatch_slots() -> list[str]:
-    """Where ``get_or_train_many`` runs concurrent runs: one slot per GPU when there are several; none otherwise.
+    """Where ``get_or_train`` of a list trains runs side by side by default: one slot per GPU when there are several;
+    none otherwise (one run after the other in this process).
 
     ``$CONTRASTSEG_PARALLEL_RUNS`` = N sets N slots: on a machine with GPUs they take the GPUs in turn, on a CPU
     machine they are CPU slots (each run then uses its config's ``num_threads``; keep N x num_threads within the
@@ -486,8 +533,8 @@ def dispatch_slots() -> list[str]:
 def run_lock(run_dir: Path):
     """An exclusive lock on ``run_dir/.lock`` (``filelock``: released by the OS if the holder dies).
 
-    In a process that ``launch`` started for ``run_dir`` (``$CONTRASTSEG_LOCKED_RUN`` names it), a lock that another
-    process holds is the launching process's: the block runs under it instead of waiting for it.
+    In a training subprocess that ``get_or_train`` started for ``run_dir`` (``$CONTRASTSEG_LOCKED_RUN`` names it), a
+    lock that another process holds is the launching process's: the block runs under it instead of waiting for it.
     """
     lock = FileLock(run_dir / ".lock")
     held_by_launcher = False

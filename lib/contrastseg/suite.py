@@ -61,6 +61,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from contrastseg.overrides import parse_overrides
 from contrastseg.paths import DATA_ENV, RUNS_ENV, data_root, environ
 from contrastseg.report import write_report
 from contrastseg.runs import FRESH_SINCE_ENV, USED_RUNS_ENV
@@ -612,22 +613,6 @@ def format_failures(result: SuiteResult) -> str:
         if o.output and o.cell_index is not None:
             lines.append(f"  executed copy: {o.output}")
     return "\n".join(lines)
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["steps=200", "seeds=[0, 1]"]`` -> ``{"steps": 200, "seeds": [0, 1]}`` (values parsed as YAML)."""
-    import yaml
-
-    overrides = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name.strip().isidentifier():
-            raise ValueError(f"--set wants NAME=VALUE with NAME a parameter name, got {item!r}")
-        try:
-            overrides[name.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML ({exc})") from exc
-    return overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:

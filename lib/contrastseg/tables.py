@@ -36,7 +36,7 @@ METRICS = ("miou", "pixel_accuracy", "boundary_iou", "boundary_f")
 def train_rows(rows: dict[str, dict], preset: str, seeds: list[int], *, steps: int = 0,
                progress: bool = True) -> pd.DataFrame:
     """Train every (row, seed) and collect its val metrics; side by side on several GPUs when there are
-    (``runs.get_or_train_many``).
+    (``runs.get_or_train`` of the list of configs).
 
     Args:
         rows: row name -> ExperimentConfig overrides (on top of the preset).
@@ -53,7 +53,7 @@ def train_rows(rows: dict[str, dict], preset: str, seeds: list[int], *, steps: i
     configs = [preset_config(preset, **(rows[name] | {"seed": seed} | ({"steps": steps} if steps else {})))
                for name, seed in keys]
     records = []
-    results = runs.get_or_train_many(configs, progress=progress)
+    results = runs.get_or_train(configs, progress=progress)
     provenance = runs.describe_provenance(results)
     if provenance:
         print(provenance)

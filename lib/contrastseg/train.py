@@ -11,9 +11,12 @@ A run's ``config.json`` in the run store is such a file. Without ``--run-dir`` t
 of its config (``contrastseg.runs``), so a notebook finds it afterwards. Started without torchrun, a config with
 ``num_devices`` > 1 starts torchrun itself (``--standalone``, one machine).
 
-Every invocation goes through ``runs.get_or_train``, with or without ``--run-dir`` and under torchrun or not: the run
-folder's lock (a second invocation for the same folder waits, then finds the run finished), the finished-run check
-(a finished run is not trained again) and ``config.json``. Under torchrun process 0 does these and prints the result.
+Every invocation trains through ``runs.get_or_train``, the one way into training, with or without ``--run-dir`` and
+under torchrun or not: the run folder's lock (a second invocation for the same folder waits, then finds the run
+finished), the finished-run check (a finished run is not trained again) and ``config.json``. Under torchrun process 0
+does these and prints the result. ``runs.get_or_train`` itself starts this CLI as a subprocess for the runs it trains
+side by side or under torchrun. ``--set`` is read by ``contrastseg.overrides``; the notebook batch
+(``contrastseg.suite``) is not imported.
 """
 
 from __future__ import annotations
@@ -28,12 +31,11 @@ from typing import Sequence
 import yaml
 
 from contrastseg.config import ExperimentConfig, preset
+from contrastseg.overrides import parse_overrides
 
 
 def read_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """The config of a JSON or YAML file, with ``field=value`` overrides; errors name the file and the field."""
-    from contrastseg.suite import parse_overrides
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
