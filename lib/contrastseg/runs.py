@@ -59,7 +59,7 @@ from typing import Sequence, overload
 import torch
 from filelock import FileLock, Timeout
 
-from contrastseg.config import RESULTS_FORMAT, ExperimentConfig
+from contrastseg.config import RESULTS_FORMAT, CoreFields, ExperimentConfig
 from contrastseg.engine.checkpoint import read_json_mapping, remove_stale_temporaries, write_text_atomically
 from contrastseg.engine.distributed import TORCHRUN_VARIABLES, Distributed, resolve_device
 from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, DAMAGED_CHECKPOINT_NAME, LOG_NAME,
@@ -234,7 +234,7 @@ def get_or_train(configs, *, root=None, progress=True, force=False, run_dir=None
             ``slots`` with one config.
         RuntimeError: a training subprocess failed (the message holds the end of its ``train.log``).
     """
-    if isinstance(configs, ExperimentConfig):
+    if isinstance(configs, CoreFields):  # one config (an ExperimentConfig, or a class with more methods)
         if slots is not None:
             raise ValueError("slots are for a list of configs; one config trains in this process")
         return _get_or_train_run(configs, root, progress, force, run_dir)
