@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from contrastseg.extras import import_notebooks_package
+
 EMBEDDING_OUTPUTS = ("decoder", "backbone", "embedding")
 
 
@@ -222,6 +224,10 @@ def tsne_2d(embeddings: np.ndarray, *, seed: int = 0, perplexity: float = 30.0, 
     Args:
         n_jobs: CPU threads of openTSNE (default: every CPU).
         backend: "auto" (``tsne_backend``) or one of ``TSNE_BACKENDS``.
+
+    Raises:
+        ImportError: the "opentsne" backend without openTSNE, a package of the notebooks extra
+            (``contrastseg.extras``).
     """
     points = np.ascontiguousarray(embeddings, dtype=np.float64)
     perplexity = min(perplexity, max(2.0, (len(points) - 1) / 3))
@@ -243,8 +249,7 @@ def tsne_2d(embeddings: np.ndarray, *, seed: int = 0, perplexity: float = 30.0, 
                     num_neighbors=max(32, int(3 * perplexity)))  # tsnecuda asks for at least 3 x perplexity
         initial = np.asfortranarray(pca_initialisation(points), dtype=np.float32)  # tsnecuda's own init is random
         return np.asarray(tsne.fit_transform(points.astype(np.float32), initial), dtype=np.float64)
-    from openTSNE import TSNE
-
+    TSNE = import_notebooks_package("openTSNE", "tsne_2d on the CPU").TSNE
     tsne = TSNE(n_components=2, perplexity=perplexity, n_iter=n_iter, early_exaggeration=EARLY_EXAGGERATION,
                 early_exaggeration_iter=early_iterations, learning_rate=learning_rate, initialization="pca",
                 negative_gradient_method=tsne_gradients(len(points), backend), random_state=seed,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 from matplotlib.patches import Patch
+
+from contrastseg.extras import import_notebooks_package
 
 IGNORE_COLOUR = (0, 0, 0)
 HIDDEN_COLOUR = (0.85, 0.85, 0.85)  # points of the classes not highlighted
@@ -58,7 +59,11 @@ def show_predictions(images: torch.Tensor, labels: torch.Tensor, predictions: di
 
 
 def plot_per_class_iou(per_class_iou: dict[str, list], class_names) -> plt.Figure:
-    """Bars of IoU per class, one colour per run name. ``per_class_iou``: name -> list of K values (None = absent)."""
+    """Bars of IoU per class, one colour per run name. ``per_class_iou``: name -> list of K values (None = absent).
+
+    Drawn with seaborn, from the notebooks extra (``contrastseg.extras``).
+    """
+    sns = import_notebooks_package("seaborn", "plot_per_class_iou")
     rows = [{"class": name, "run": run, "IoU": value}
             for run, values in per_class_iou.items() for name, value in zip(class_names, values) if value is not None]
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(class_names) * max(1, len(per_class_iou) / 2), 3.2))
