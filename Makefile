@@ -1,6 +1,8 @@
-# Two entry points (see README): `make reproduce` runs the notebook suite, `make test` runs every test.
-# Both create the virtual environment in $(VENV) first when it is missing or older than pyproject.toml or
-# constraints.txt (the pinned versions that the committed notebook outputs were computed with).
+# Two entry points (see README): `make reproduce` runs the notebook suite, `make test` runs every test (what CI runs).
+# `make test-fast` is for the edit-test loop: the unit tests of tests/ without the notebooks (nbval) and without the
+# tests marked multiprocess (torchrun and gloo process groups, subprocess trainings, notebook kernels, SIGKILL fault
+# injection). All of them create the virtual environment in $(VENV) first when it is missing or older than
+# pyproject.toml or constraints.txt (the pinned versions that the committed notebook outputs were computed with).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,13 +16,13 @@ export MPLBACKEND = agg
 # one run store for the suite, JupyterLab and the scripts (tests use their own temporary store)
 export CONTRASTSEG_RUNS ?= $(CURDIR)/runs
 
-.PHONY: setup reproduce test lab notebooks clean-runs
+.PHONY: setup reproduce test test-fast lab notebooks clean-runs
 
 setup: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,notebooks]"
 	touch $(INSTALLED)
 
 reproduce: $(INSTALLED)
@@ -28,6 +30,10 @@ reproduce: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# nbval is not loaded, so pyproject's addopts, which hold nbval's options, are replaced by their plain part
+test-fast: $(INSTALLED)
+	$(PY) -m pytest tests -p no:nbval -o addopts=-ra -m "not multiprocess and not slow" $(PYTEST_ARGS)
 
 # re-execute the committed notebooks at the smoke preset and strip volatile metadata (see contrastseg/nbtools.py)
 NOTEBOOKS ?= $(wildcard notebooks/*.ipynb notebooks/*/*.ipynb)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from contrastseg.data.download import (
+from download import (
     Archive, script_parser, fetch_archive, count_files, extract, print_summary,
 )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from contrastseg.data.download import (
+from download import (
     Archive, no_published_checksum, script_parser, fetch_archive, count_files, extract, print_summary, sha256sum,
 )
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from contrastseg.data.download import (script_parser, convert_labels, count_files, download_dir, extract,
-                                       print_summary, require_files)
 from contrastseg.data.label_tables import CITYSCAPES_LABEL_ID_TO_TRAIN_ID
+
+from download import (script_parser, convert_labels, count_files, download_dir, extract,
+                      print_summary, require_files)
 
 ARCHIVES = ("gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip")
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"

@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from contrastseg.data.download import (
+from contrastseg.data.folder import IGNORE_INDEX, UNDEFINED_LABEL
+from contrastseg.data.label_tables import COCO_STUFF_182_TO_171
+
+from download import (
     Archive, no_published_checksum, script_parser, fetch_archive, convert_labels, count_files, download_dir, extract,
     place_files, print_summary, read_lines,
 )
-from contrastseg.data.folder import IGNORE_INDEX, UNDEFINED_LABEL
-from contrastseg.data.label_tables import COCO_STUFF_182_TO_171
 
 IMAGES_URL = "http://images.cocodataset.org/zips/"
 STUFF_URL = "http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contrastseg.data.download import (
+from download import (
     Archive, no_published_checksum, script_parser, fetch_archive, convert_labels, count_files, download_dir, extract,
     print_summary, read_lines, write_lines,
 )

@@ -36,11 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from contrastseg.data.download import (
+from contrastseg.data.partitions import STANDARD_FRACTIONS, partition_indices, read_split_list
+
+from download import (
     Archive, script_parser, fetch_archive, convert_labels, count_files, download,
     download_dir, extract, print_summary, read_lines, write_lines,
 )
-from contrastseg.data.partitions import STANDARD_FRACTIONS, partition_indices, read_split_list
 
 ARCHIVES = {
     "voc2012": Archive("http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from contrastseg.data.download import HAS_TAR_DATA_FILTER, UnsafeArchiveError, extract
+from data_scripts_loader import load_data_script  # puts data_scripts/ on sys.path, for `download`
+
+from download import HAS_TAR_DATA_FILTER, UnsafeArchiveError, extract
 
 
 def link_member(name, target):
@@ -67,8 +69,7 @@ def test_link_chain_in_either_order(tmp_path):
 
 def every_archive():
     """(script, key, Archive) of every archive that a preparation script downloads."""
-    from contrastseg.data.download import Archive
-    from data_scripts_loader import load_data_script
+    from download import Archive
 
     found = []
     for script in sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "data_scripts").glob("prepare_*.py")):
@@ -84,7 +85,7 @@ def every_archive():
 
 
 def test_every_archive_has_a_checksum_with_its_source_or_says_why_not():
-    from contrastseg.data.download import NO_PUBLISHED_CHECKSUM
+    from download import NO_PUBLISHED_CHECKSUM
 
     archives = every_archive()
     assert len(archives) == 11
@@ -99,7 +100,7 @@ def test_every_archive_has_a_checksum_with_its_source_or_says_why_not():
 def test_a_sha1_digest_is_verified(tmp_path):
     import hashlib
 
-    from contrastseg.data.download import Archive, ChecksumError, fetch
+    from download import Archive, ChecksumError, fetch
 
     source = tmp_path / "source.bin"
     source.write_bytes(b"contrastseg")

@@ -63,6 +63,7 @@ def _render_in_child(args):
     return SynthScapes(split, image_size=size, seed=seed).render(index)
 
 
+@pytest.mark.multiprocess
 def test_same_sample_in_another_process():
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         image, label = pool.map(_render_in_child, [("val", 64, 1, 5)])[0]

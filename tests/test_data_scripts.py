@@ -1,4 +1,4 @@
-"""Tests of the data preparation machinery (contrastseg.data.download) and of data_scripts/prepare_*.py.
+"""Tests of the data preparation machinery (data_scripts/download.py) and of data_scripts/prepare_*.py.
 
 Nothing is downloaded from the internet: downloads come from a local threaded HTTP server or from file paths, and
 every data set is a tiny fake archive in its real internal layout.
@@ -21,10 +21,11 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from contrastseg.data.download import (Archive, ChecksumError, UnsafeArchiveError, convert_labels, download, extract,
-                                       fetch, link_or_copy, md5sum, sha256sum, write_lines)
 from contrastseg.data.partitions import STANDARD_FRACTIONS, partition_indices, read_split_list
-from data_scripts_loader import load_data_script
+from data_scripts_loader import load_data_script  # puts data_scripts/ on sys.path, for `download`
+
+from download import (Archive, ChecksumError, UnsafeArchiveError, convert_labels, download, extract, fetch,
+                      link_or_copy, md5sum, sha256sum, write_lines)
 
 PAYLOAD = np.random.default_rng(0).bytes(300_000)
 

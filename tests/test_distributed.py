@@ -54,6 +54,7 @@ def _batchnorm_worker(rank, inputs, weights, out_path):
                 "running_var": layer.running_var}, f"{out_path}.{rank}")
 
 
+@pytest.mark.multiprocess
 def test_cpu_sync_batchnorm_equals_batchnorm_over_the_whole_batch(tmp_path):
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(4, 3, 5, 6, generator=generator, dtype=torch.float64).float() * 3 + 1
@@ -98,6 +99,7 @@ def _gradient_worker(rank, out_path):
                f"{out_path}.{rank}")
 
 
+@pytest.mark.multiprocess
 def test_gradients_and_logged_values_are_averaged_over_processes(tmp_path):
     in_processes(_gradient_worker, tmp_path, str(tmp_path / "grad"))
     for rank in range(WORLD):
@@ -118,6 +120,7 @@ def test_the_processes_shares_make_up_the_single_process_batch():
         smoke(batch_size=5, num_devices=2)
 
 
+@pytest.mark.multiprocess
 def test_two_processes_under_torchrun_match_one_process(runs_root):
     one = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS), progress=False)
     two = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS, num_devices=2), progress=False)
@@ -133,6 +136,7 @@ def test_two_processes_under_torchrun_match_one_process(runs_root):
     assert two.load_model()  # the checkpoint of SyncBatchNorm layers loads into the plain model
 
 
+@pytest.mark.multiprocess
 def test_one_update_on_two_processes_equals_the_update_on_one(runs_root):
     one = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS | dict(steps=1)), progress=False)
     two = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS | dict(steps=1, num_devices=2)), progress=False)
@@ -152,6 +156,7 @@ def test_sync_batchnorm_refuses_batchnorm_subclasses_it_would_change():
         convert_sync_batchnorm(nn.Sequential(BatchNormWithActivation(3)), torch.device("cpu"))
 
 
+@pytest.mark.multiprocess
 def test_grid_dispatch_trains_runs_side_by_side_with_the_in_process_results(tmp_path, runs_root):
     configs = [smoke(**TINY, seed=seed) for seed in (0, 1)]
     in_process = [runs.get_or_train(cfg, root=tmp_path / "alone", progress=False) for cfg in configs]
@@ -171,6 +176,7 @@ def test_dispatch_slots_follow_the_environment(monkeypatch):
     assert len(runs.dispatch_slots()) == (torch.cuda.device_count() if torch.cuda.device_count() > 1 else 0)
 
 
+@pytest.mark.multiprocess
 def test_a_failed_subprocess_run_names_its_log(tmp_path, runs_root):
     cfg = smoke(**TINY | dict(data_root=str(tmp_path / "nowhere"), dataset="cityscapes"))
     with pytest.raises(RuntimeError, match="train.log"):

@@ -270,6 +270,7 @@ def test_the_cli_with_a_run_dir_waits_for_the_lock_and_does_not_train_a_finished
     assert printed["run_dir"] == str(run_dir) and printed["miou"] == 0.5
 
 
+@pytest.mark.multiprocess
 def test_two_concurrent_cli_runs_train_a_run_dir_once(tmp_path, whole_run):
     cfg = smoke(**TINY)
     (tmp_path / "run.json").write_text(json.dumps(cfg.to_dict()))
@@ -288,6 +289,7 @@ def test_two_concurrent_cli_runs_train_a_run_dir_once(tmp_path, whole_run):
     assert_same_run(whole_run, run_dir)
 
 
+@pytest.mark.multiprocess
 def test_the_cli_under_torchrun_takes_the_lock_on_process_0_and_every_process_follows(tmp_path):
     cfg = smoke(**TINY | dict(num_devices=2, device="cpu"))
     (tmp_path / "run.json").write_text(json.dumps(cfg.to_dict()))

@@ -41,6 +41,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert_same_run(tmp_path / "whole", tmp_path / "split")
 
 
+@pytest.mark.multiprocess
 def test_a_killed_process_resumes_to_the_same_result(tmp_path):
     cfg = smoke(steps=60, checkpoint_every=5, num_train=16, num_val=4, batch_size=4)
     killed = tmp_path / "killed"

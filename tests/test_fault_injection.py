@@ -24,6 +24,8 @@ from contrastseg.engine import read_log, train
 from contrastseg.engine.checkpoint import load_checkpoint
 from contrastseg.engine.train import read_metrics
 
+pytestmark = pytest.mark.multiprocess  # every test trains in a subprocess that kills itself
+
 STEPS, CHECKPOINT_EVERY = 24, 4
 COMMON = dict(steps=STEPS, checkpoint_every=CHECKPOINT_EVERY, num_train=16, num_val=4, batch_size=4, image_size=64,
               num_threads=1)

@@ -288,6 +288,7 @@ def ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None
         dist.destroy_process_group()
 
 
+@pytest.mark.multiprocess
 def test_ddp_ranks_hold_identical_memory_equal_to_sequential_updates(tmp_path):
     mp.spawn(ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2))

@@ -108,6 +108,7 @@ def test_plan_records_round_trip_and_format(tmp_path, monkeypatch):
     assert "prepare_cityscapes.py" in text and "synthscapes: generated on the fly" in text
 
 
+@pytest.mark.multiprocess
 def test_dry_run_lists_runs_without_training(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CONTRASTSEG_RUNS", str(tmp_path / "store"))
     cells = ["from contrastseg.tables import train_rows",

@@ -53,6 +53,7 @@ def test_block_extraction():
     assert python_blocks(text) == [(2, "x = 1\n"), (8, "# not run: needs a GPU\ny = 2\n")]
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("name, code", BLOCKS)
 def test_python_block_runs(name, code, tmp_path):
     first_line = code.lstrip().splitlines()[0] if code.strip() else ""

@@ -224,6 +224,7 @@ def _notebook(path: Path, source: str) -> Path:
     return path
 
 
+@pytest.mark.multiprocess
 def test_the_suite_reruns_a_notebook_exactly_when_one_of_its_runs_changed(tmp_path, monkeypatch):
     from contrastseg.suite import run_suite
 

@@ -91,6 +91,7 @@ def by_name(result):
     return {Path(o.notebook).stem: o for o in result.outcomes}
 
 
+@pytest.mark.multiprocess
 def test_failure_is_reported_and_the_batch_goes_on(batch):
     root, _, result, _ = batch
     assert not result.ok
@@ -115,12 +116,14 @@ def test_failure_is_reported_and_the_batch_goes_on(batch):
     assert summary["notebooks"]["notebooks/a_good.ipynb"]["skipped"] is False
 
 
+@pytest.mark.multiprocess
 def test_source_notebooks_are_left_untouched(batch):
     _, _, _, sources = batch
     for path, data in sources.items():
         assert path.read_bytes() == data, path
 
 
+@pytest.mark.multiprocess
 def test_report_shows_results_images_and_failures(batch):
     root, _, result, _ = batch
     assert result.report_path == root / "runs" / "smoke" / "report.html"
@@ -133,12 +136,14 @@ def test_report_shows_results_images_and_failures(batch):
     assert "Environment" in page and sys.version.split()[0] in page
 
 
+@pytest.mark.multiprocess
 def test_read_records_round_trip(batch):
     root, _, _, _ = batch
     assert read_records(root / "runs" / "smoke" / "a_good.ipynb") == {"miou": 0.612}
     assert read_records(root / "runs" / "smoke" / "b_broken.ipynb") == {}
 
 
+@pytest.mark.multiprocess
 def test_rerun_skips_current_force_reruns_all_and_edits_rerun(batch, tmp_path, capsys):
     src_root, _, _, _ = batch
     root = tmp_path / "copy"
@@ -200,6 +205,7 @@ def test_manifest_errors(tmp_path):
     assert main(["--manifest", str(tmp_path / "missing.yaml"), "--out", str(tmp_path), "--no-progress"]) == 2
 
 
+@pytest.mark.multiprocess
 def test_set_overrides_reach_every_notebook_and_win_over_the_manifest(tmp_path, capsys):
     manifest = make_project(tmp_path)
     out = tmp_path / "runs"
@@ -214,6 +220,7 @@ def test_set_overrides_reach_every_notebook_and_win_over_the_manifest(tmp_path, 
         run_suite("smoke", manifest, out, progress=False, overrides={"preset": "demo"})
 
 
+@pytest.mark.multiprocess
 def test_a_hung_cell_fails_its_notebook_named_with_the_cell_and_the_batch_goes_on(tmp_path, capsys):
     manifest = make_project(tmp_path)
     write_notebook(tmp_path / "notebooks" / "hangs.ipynb", ["x = 1", "import time\ntime.sleep(600)", "print(x)"])
@@ -229,6 +236,7 @@ def test_a_hung_cell_fails_its_notebook_named_with_the_cell_and_the_batch_goes_o
     assert summary["notebooks"]["notebooks/a_good.ipynb"]["status"] == "ok"
 
 
+@pytest.mark.multiprocess
 def test_unknown_parameter_names_are_errors_that_list_the_notebooks_parameters(tmp_path, capsys):
     manifest = make_project(tmp_path)
     out = tmp_path / "runs"
@@ -379,6 +387,7 @@ def test_every_manifest_entry_is_a_notebook_that_the_suite_can_drive():
         assert "save_results(results_dir" in entry.path.read_text(encoding="utf-8"), entry.notebook
 
 
+@pytest.mark.multiprocess
 def test_real_notebooks_run_in_the_suite_at_smoke(tmp_path):
     """A sample of the real notebooks runs through the suite at smoke and writes its results and the report."""
     import yaml

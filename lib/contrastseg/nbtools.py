@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from contrastseg.extras import import_notebooks_package
 from contrastseg.paths import RUNS_ENV, environ
 
 VOLATILE_NOTEBOOK_METADATA = ("papermill", "widgets")
@@ -42,9 +43,8 @@ def strip_volatile(notebook) -> None:
 
 def refresh(path: str | os.PathLike) -> None:
     """Execute ``path`` in place with its own parameters (in the current run store), then strip volatile parts."""
-    import nbformat
-    import papermill
-
+    nbformat = import_notebooks_package("nbformat", "refreshing a notebook")
+    papermill = import_notebooks_package("papermill", "refreshing a notebook")
     path = Path(path)
     papermill.execute_notebook(str(path), str(path), kernel_name="python3", progress_bar=False, cwd=str(path.parent))
     notebook = nbformat.read(path, as_version=4)

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
+from contrastseg.extras import import_notebooks_package
 from contrastseg.provenance import UNKNOWN_COMMIT, git_commit, package_versions
 
 from contrastseg.results import RESULTS_FILE, load_results
@@ -240,9 +241,8 @@ def notebook_html(ipynb_path: str | os.PathLike) -> Path | None:
     target = source.with_suffix(".html")
     if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
         return target
-    import nbformat
-    from nbconvert import HTMLExporter
-
+    nbformat = import_notebooks_package("nbformat", "the report's notebook pages")
+    HTMLExporter = import_notebooks_package("nbconvert", "the report's notebook pages").HTMLExporter
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(os.fspath(source), as_version=4))
     partial = target.with_name(f".{target.name}.partial")
     partial.write_text(body, encoding="utf-8")

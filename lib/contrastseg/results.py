@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from contrastseg.extras import import_notebooks_package
 from contrastseg.paths import runs_root
 
 RECORD_MIME = "application/vnd.contrastseg.record+json"
@@ -78,8 +79,7 @@ def record(name: str, value: Any, ndigits: int | None = 3) -> None:
 
 def read_records(notebook_path: str | os.PathLike) -> dict[str, Any]:
     """Return ``{name: value}`` for every `record` output of an executed notebook (a later record wins)."""
-    import nbformat
-
+    nbformat = import_notebooks_package("nbformat", "read_records")
     nb = nbformat.read(os.fspath(notebook_path), as_version=4)
     records: dict[str, Any] = {}
     for cell in nb.cells:
@@ -139,13 +139,14 @@ def show_figure(fig, results_dir: str | os.PathLike, name: str, dpi: int = 72) -
     import io
 
     import matplotlib.pyplot as plt
-    from IPython.display import Image, display
+
+    ipython_display = import_notebooks_package("IPython.display", "show_figure")
 
     save_figure(fig, results_dir, name, dpi=dpi)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    display(Image(data=buffer.getvalue()))
+    ipython_display.display(ipython_display.Image(data=buffer.getvalue()))
 
 
 def results_dir_for(notebook_name: str) -> Path:

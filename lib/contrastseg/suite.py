@@ -61,6 +61,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from contrastseg.extras import import_notebooks_package
 from contrastseg.overrides import parse_overrides
 from contrastseg.paths import DATA_ENV, RUNS_ENV, data_root, environ
 from contrastseg.report import write_report
@@ -251,7 +252,7 @@ def _resolve_notebook(name: str, manifest_dir: Path) -> Path:
 
 def source_hash(notebook_path: str | os.PathLike, parameters: dict[str, Any]) -> str:
     """sha256 of the notebook's cell types and sources (not outputs) and the parameters."""
-    import nbformat
+    nbformat = import_notebooks_package("nbformat", "the notebook suite")
 
     nb = nbformat.read(os.fspath(notebook_path), as_version=4)
     payload = {"cells": [[cell.cell_type, cell.source] for cell in nb.cells], "parameters": parameters}
@@ -338,7 +339,7 @@ def _clear_results(results_dir: Path) -> None:
 
 def _source_cell_index(source_path: Path, executed_index: int) -> int:
     """Map a cell index of the executed copy (which has papermill's injected-parameters cell) to the source's."""
-    import nbformat
+    nbformat = import_notebooks_package("nbformat", "the notebook suite")
 
     try:
         nb = nbformat.read(os.fspath(source_path), as_version=4)
@@ -354,8 +355,9 @@ def run_notebook(execution: Execution, preset_dir: Path, force: bool = False,
     """Run one notebook execution with papermill (or skip it when its executed copy is current); never raises
     for a notebook's own failure. ``overrides`` are parameters over the manifest's; a cell running longer than
     ``cell_timeout`` seconds (None: no limit) is stopped and fails the notebook, named with the cell."""
-    from nbclient.exceptions import CellTimeoutError
-    from papermill.exceptions import PapermillExecutionError
+    CellTimeoutError = import_notebooks_package("nbclient.exceptions", "the notebook suite").CellTimeoutError
+    PapermillExecutionError = import_notebooks_package("papermill.exceptions",
+                                                       "the notebook suite").PapermillExecutionError
 
     entry = execution.entry
     output = (preset_dir / f"{execution.name}.ipynb").resolve()
@@ -437,7 +439,7 @@ def _running_cell_index(executed_path: Path) -> int | None:
 
 
 def _execute(entry: ManifestEntry, output: Path, parameters: dict[str, Any], cell_timeout: float | None = None) -> None:
-    import papermill
+    papermill = import_notebooks_package("papermill", "the notebook suite")
 
     papermill.execute_notebook(
         os.fspath(entry.path),
@@ -509,7 +511,7 @@ def run_suite(
 
 def notebook_parameters(notebook_path: str | os.PathLike) -> list[str]:
     """The names the notebook's ``parameters`` cell assigns, in order (``papermill.inspect_notebook``)."""
-    import papermill
+    papermill = import_notebooks_package("papermill", "the notebook suite")
 
     return list(papermill.inspect_notebook(os.fspath(notebook_path)))
 
@@ -561,10 +563,11 @@ def plan_suite(preset: str, manifest_path: str | os.PathLike = DEFAULT_MANIFEST,
     """
     import tempfile
 
-    import papermill
     from tqdm import tqdm
 
     from contrastseg.plan import PLAN_ENV, PlannedNotebook, read_plan
+
+    papermill = import_notebooks_package("papermill", "the suite's dry run")
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")

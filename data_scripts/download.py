@@ -1,6 +1,10 @@
 """Fetch, verify and unpack data set archives, and write converted label maps: the machinery of
 ``data_scripts/prepare_*.py``.
 
+A module beside the scripts, not part of the library: a script run as ``python data_scripts/prepare_X.py`` has this
+folder first on ``sys.path`` and imports it as ``download`` (the tests put the folder on ``sys.path`` the same way,
+``tests/data_scripts_loader.py``). It needs numpy, pillow, tqdm and, for .mat label files, scipy.
+
 Nothing here knows a data set; the scripts combine:
 
 - ``download(url, target, md5=..., sha256=...)``: an http(s) address streamed to ``<target>.part`` (a partial file
