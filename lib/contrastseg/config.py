@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from contrastseg.method import Method, MethodConfig, check_fields, config_fields, weight_check
+from contrastseg.method import Method, MethodConfig, check_fields, config_fields, type_name, weight_check
 from contrastseg.methods import METHODS, method_named
 
 PRESETS = ("smoke", "laptop", "demo", "paper")  # "paper" takes a setting, as "paper:<setting>" (see ``preset``)
@@ -268,7 +268,7 @@ class CoreFields:
 def experiment_config_class(methods: dict[str, Method]) -> type:
     """The flat config class of ``methods``: ``CoreFields`` followed by every method's config fields (a field that
     several methods share once, where it first appears; ``contrastseg.method.config_fields``)."""
-    method_fields = [(field.name, field.type, dataclasses.field(default=field.default))
+    method_fields = [(field.name, type_name(field), dataclasses.field(default=field.default))
                      for field in config_fields(methods.values())]
     clashes = sorted({name for name, _, _ in method_fields} & {f.name for f in fields(CoreFields)})
     if clashes:

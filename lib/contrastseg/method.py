@@ -28,13 +28,18 @@ Check = tuple[str, bool, str]
 """A field check: (field name, whether the value is valid, the rule as the error states it)."""
 
 
+def type_name(field: dataclasses.Field) -> str:
+    """A field's type as written: "int", "float", "str" or "bool" (an annotation or its string form)."""
+    return field.type if isinstance(field.type, str) else field.type.__name__
+
+
 def check_fields(config, checks: list[Check]) -> None:
     """Raise the first failed check as ``config field 'name' must be <rule>, got <value>``.
 
     Every float field of ``config`` must also be finite, whether a check names it or not.
     """
     checks = list(checks) + [(f.name, math.isfinite(getattr(config, f.name)), "a finite number")
-                             for f in fields(config) if f.type == "float"]
+                             for f in fields(config) if type_name(f) == "float"]
     for name, ok, rule in checks:
         if not ok:
             raise ValueError(f"config field {name!r} must be {rule}, got {getattr(config, name)!r}")
@@ -195,7 +200,7 @@ def config_fields(methods) -> list[dataclasses.Field]:
             known = collected.get(field.name)
             if known is None:
                 collected[field.name] = field
-            elif (known.type, known.default) != (field.type, field.default):
+            elif (type_name(known), known.default) != (type_name(field), field.default):
                 raise TypeError(f"config field {field.name!r} of method {method.name!r} is {field.type} = "
                                 f"{field.default!r}, but another method declares it as {known.type} = "
                                 f"{known.default!r}; share one declaration")
