@@ -19,7 +19,7 @@ import dataclasses
 import importlib
 import math
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any
 
 MAX_LOSS_WEIGHT = 100.0
 TEMPERATURE_RANGE = (1e-3, 10.0)  # InfoNCE tau (the papers: 0.07 to 0.2); logits similarity / tau stay within ±1000
@@ -167,8 +167,6 @@ class Method:
     summary: str = ""
     semi_supervised: bool = False
     mask_classification: bool = False
-
-    FLAGS: ClassVar[tuple[str, ...]] = ("semi_supervised", "mask_classification")
 
     def __post_init__(self) -> None:
         if self.semi_supervised and not issubclass(self.config, SemiSupervisedConfig):
