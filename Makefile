@@ -16,7 +16,7 @@ export MPLBACKEND = agg
 # one run store for the suite, JupyterLab and the scripts (tests use their own temporary store)
 export CONTRASTSEG_RUNS ?= $(CURDIR)/runs
 
-.PHONY: setup reproduce test test-fast lab notebooks clean-runs
+.PHONY: setup reproduce test test-fast lab tensorboard notebooks clean-runs
 
 setup: $(INSTALLED)
 
@@ -42,6 +42,12 @@ notebooks: $(INSTALLED)
 
 lab: $(INSTALLED)
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=8888 --ServerApp.root_dir=.
+
+# TensorBoard over the run store: the scalars that every run writes into its folder (contrastseg/engine/tensorboard.py).
+# Its Python loader (--load_fast=false) hides the events of the steps that a resumed run replayed; the Rust one does not.
+TENSORBOARD_PORT ?= 6006
+tensorboard: $(INSTALLED)
+	$(VENV)/bin/tensorboard --logdir $(CONTRASTSEG_RUNS)/store --host 127.0.0.1 --port $(TENSORBOARD_PORT) --load_fast=false
 
 clean-runs:
 	rm -rf runs

@@ -1,4 +1,5 @@
-"""The run store: one folder per run key, holding the run's config, key, checkpoint, step log and metrics.
+"""The run store: one folder per run key, holding the run's config, key, checkpoint, step log, metrics and
+TensorBoard event files (``engine.tensorboard``).
 
 ``get_or_train(cfg)`` trains a config once and returns the cached result afterwards, so a figure notebook reuses the
 runs that a table notebook trained. An interrupted run resumes from its last checkpoint. Two processes that ask for
@@ -62,6 +63,7 @@ from filelock import FileLock, Timeout
 from contrastseg.config import RESULTS_FORMAT, CoreFields, ExperimentConfig
 from contrastseg.engine.checkpoint import read_json_mapping, remove_stale_temporaries, write_text_atomically
 from contrastseg.engine.distributed import TORCHRUN_VARIABLES, Distributed, resolve_device
+from contrastseg.engine.tensorboard import TENSORBOARD_DIR
 from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, DAMAGED_CHECKPOINT_NAME, LOG_NAME,
                                       METRICS_NAME, PREVIOUS_CHECKPOINT_NAME, TRAINING_FILES, evaluate_run,
                                       load_trained_model, read_log, read_metrics, train)
@@ -351,13 +353,14 @@ def _torchrun_world(cfg: ExperimentConfig) -> Distributed:
 
 
 def clear_run(run_dir: Path) -> None:
-    """Remove what a training left in ``run_dir`` (metrics, evaluations, checkpoints, logs, temporary files); the
-    lock stays."""
+    """Remove what a training left in ``run_dir`` (metrics, evaluations, checkpoints, logs, TensorBoard events,
+    temporary files); the lock stays."""
     for name in (METRICS_NAME, CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME, DAMAGED_CHECKPOINT_NAME, LOG_NAME,
                  TRAIN_LOG_NAME, KEY_NAME, CONFIG_NAME):
         (run_dir / name).unlink(missing_ok=True)
     remove_stale_temporaries(run_dir, TRAINING_FILES)
-    shutil.rmtree(run_dir / EVALUATIONS_DIR, ignore_errors=True)
+    for folder in (EVALUATIONS_DIR, TENSORBOARD_DIR):
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
 
 
 USED_RUNS_ENV = "CONTRASTSEG_USED_RUNS"

@@ -14,6 +14,8 @@ What a run folder holds and how each file survives a crash:
 * ``log.jsonl``: one JSON line per step, flushed and fsynced as it is written; a last line cut short by a kill is left
   out with a warning naming the file, and the log is rewritten (atomically) on resume.
 * ``metrics.json``: written atomically once the run is evaluated; ``read_metrics`` names the file when it is damaged.
+* ``tensorboard/``: TensorBoard event files, a view of the log and the metrics (``engine.tensorboard``): flushed at
+  every checkpoint, the events after the last one lost in a kill, and a resumed run hides those it replays.
 
 The divergence guard: a step whose loss terms or whose gradients' total norm are not finite takes no update, and the
 run stops (``NonFiniteLossError``, ``NonFiniteGradientError``); before every checkpoint every parameter and buffer of
@@ -47,6 +49,7 @@ from contrastseg.engine.checkpoint import (load_checkpoint, non_finite_tensors, 
 from contrastseg.engine.distributed import Distributed, convert_sync_batchnorm
 from contrastseg.engine.evaluate import autocast_for, evaluate
 from contrastseg.engine.speed import configure_kernels, memory_format, training_forward
+from contrastseg.engine.tensorboard import TENSORBOARD_DIR, ScalarBoard
 from contrastseg.models import build_segmentor
 from contrastseg.methods import build_objective
 from contrastseg.objectives import weighted_total
@@ -158,6 +161,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     layout = memory_format(cfg.channels_last)
     loader, unlabeled_set = training_loader(cfg, start_step, device, world)
     log = StepLog(run_dir / LOG_NAME, keep_steps_below=start_step) if world.is_main else None
+    board = ScalarBoard(run_dir / TENSORBOARD_DIR, start_step) if world.is_main else None  # a view of the log
     if semi is not None:
         semi.start(unlabeled_set, start_step, pin_memory=device.type == "cuda")
 
@@ -184,19 +188,25 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         curve = ({"val": evaluate_between_steps(cfg, model, device, world)}
                  if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps else {})
         if log is not None:
-            log.write({"step": step, "lr": lr, **values, "seconds": seconds, "diagnostics": objective.diagnostics(),
-                       **curve})
+            line = {"step": step, "lr": lr, **values, "seconds": seconds, "diagnostics": objective.diagnostics(),
+                    **curve}
+            log.write(line)
+            board.write_line(line)
         bar.update()
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             kept = save_checked_checkpoint(cfg, run_dir, model, objective, optimizer, teacher, step, elapsed, kept,
                                            world)
+            if board is not None:
+                board.flush()
         if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
             bar.close()
+            if board is not None:
+                board.close()
             world.barrier()
             return None
     bar.close()
-    return finish_run(cfg, run_dir, model, device, world, elapsed, progress)
+    return finish_run(cfg, run_dir, model, device, world, elapsed, progress, board)
 
 
 def start_process(cfg: ExperimentConfig) -> tuple[Distributed, torch.device]:
@@ -277,8 +287,9 @@ def save_checked_checkpoint(cfg: ExperimentConfig, run_dir: Path, model, objecti
 
 
 def finish_run(cfg: ExperimentConfig, run_dir: Path, model, device: torch.device, world: Distributed,
-               elapsed: float, progress: bool) -> dict:
-    """Evaluate the trained model and write ``metrics.json`` (process 0); the metrics."""
+               elapsed: float, progress: bool, board: ScalarBoard | None = None) -> dict:
+    """Evaluate the trained model and write ``metrics.json`` (process 0), then the val metrics into ``board`` at
+    the last step (process 0's, closed here); the metrics."""
     metrics = {
         "val": evaluate_run(cfg, model, device, world, progress),
         "protocol": cfg.evaluation_protocol(),
@@ -295,6 +306,9 @@ def finish_run(cfg: ExperimentConfig, run_dir: Path, model, device: torch.device
     if world.is_main:
         write_text_atomically(run_dir / METRICS_NAME, json.dumps(metrics, indent=1))
         (run_dir / PREVIOUS_CHECKPOINT_NAME).unlink(missing_ok=True)  # the final checkpoint is last.ckpt
+    if board is not None:
+        board.write_metrics(cfg.steps, metrics["val"], dataset_info(cfg.dataset).class_names)
+        board.close()
     world.barrier()
     return metrics
 
