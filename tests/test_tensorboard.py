@@ -135,6 +135,44 @@ def test_a_resumed_run_shows_each_step_once_with_the_values_of_the_resumed_run(t
     assert events["val/miou"] == [(6, float32(read_metrics(tmp_path)["val"]["miou"]))]
 
 
+KILLED_AFTER_A_STEP = r"""
+import importlib, json, os, signal, sys
+
+from contrastseg.config import ExperimentConfig
+
+engine = importlib.import_module("contrastseg.engine.train")  # the module (contrastseg.engine.train is also a function)
+cfg, run_dir, at = ExperimentConfig(**json.loads(sys.argv[1])), sys.argv[2], int(sys.argv[3])
+real_write = engine.StepLog.write
+
+
+def write(self, record):
+    real_write(self, record)
+    if record["step"] == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+engine.StepLog.write = write
+engine.train(cfg, run_dir, progress=False)
+sys.exit(3)  # the kill did not happen
+"""
+
+
+@pytest.mark.multiprocess
+def test_a_killed_and_resumed_run_shows_each_step_once_and_its_event_files_read_back(tmp_path):
+    cfg = preset("smoke", method="pixel_contrast", **TINY)
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_A_STEP, json.dumps(cfg.to_dict()), str(tmp_path), "5"],
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    # the events up to the checkpoint of step 4 were flushed there; a kill while an event was written leaves a torn
+    # record at the end of the file
+    (event_file,) = (tmp_path / TENSORBOARD_DIR).iterdir()
+    assert [step for step, _ in read_events(tmp_path)["loss/total"]][:4] == [1, 2, 3, 4]
+    with event_file.open("ab") as stream:
+        stream.write(event_file.read_bytes()[-40:-15])
+    train(cfg, tmp_path, progress=False)
+    assert_events_match_the_record(tmp_path, cfg)
+
+
 def test_a_run_resumed_at_once_keeps_its_event_files_in_the_order_they_were_written(tmp_path):
     folder = tmp_path / TENSORBOARD_DIR
     first = ScalarBoard(folder, 0)
