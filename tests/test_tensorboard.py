@@ -1,7 +1,9 @@
 """TensorBoard scalars of every run, read back from the event files with TensorBoard's own reader and compared with
 the run's ``log.jsonl`` and ``metrics.json``: every loss term and the total at every step, the learning rate, the
 step seconds, the diagnostics, the learning curve and the final val metrics; after an interrupted and resumed run
-each step appears once, with the values of the resumed run; clearing a run removes its events."""
+each step appears once, with the values of the resumed run, also after a SIGKILL that tore the event file; under
+torchrun process 0 alone writes; clearing a run removes its events; the tables and the run store import without
+tensorboard; ``make tensorboard`` serves the run store on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -171,6 +173,15 @@ def test_a_killed_and_resumed_run_shows_each_step_once_and_its_event_files_read_
         stream.write(event_file.read_bytes()[-40:-15])
     train(cfg, tmp_path, progress=False)
     assert_events_match_the_record(tmp_path, cfg)
+
+
+@pytest.mark.multiprocess
+def test_under_torchrun_process_0_alone_writes_the_events(runs_root):
+    cfg = preset("smoke", **TINY | dict(steps=4, num_train=16, device="cpu", num_devices=2))
+    result = runs.get_or_train(cfg, progress=False)
+    assert result.metrics["num_devices"] == 2
+    assert len(list((result.run_dir / TENSORBOARD_DIR).iterdir())) == 1
+    assert_events_match_the_record(result.run_dir, cfg)  # the values averaged over processes, as the log has them
 
 
 def test_a_run_resumed_at_once_keeps_its_event_files_in_the_order_they_were_written(tmp_path):
