@@ -7,10 +7,12 @@ tensorboard; ``make tensorboard`` serves the run store on 127.0.0.1."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,12 +20,13 @@ import numpy as np
 import pytest
 
 from contrastseg import runs
-from contrastseg.config import preset
+from contrastseg.config import preset, smoke
 from contrastseg.data import dataset_info
-from contrastseg.engine import read_log, train
+from contrastseg.engine import NonFiniteLossError, read_log, train
 from contrastseg.engine.tensorboard import (TENSORBOARD_DIR, ScalarBoard, numeric_leaves,
                                             wait_for_a_later_second)
 from contrastseg.engine.train import read_metrics
+from contrastseg.objectives import CrossEntropyObjective
 
 TINY = dict(steps=6, checkpoint_every=2, num_train=8, num_val=4, batch_size=4, num_threads=1)
 NOT_TERMS = ("step", "lr", "seconds", "diagnostics", "val", "loss")
@@ -182,6 +185,31 @@ def test_under_torchrun_process_0_alone_writes_the_events(runs_root):
     assert result.metrics["num_devices"] == 2
     assert len(list((result.run_dir / TENSORBOARD_DIR).iterdir())) == 1
     assert_events_match_the_record(result.run_dir, cfg)  # the values averaged over processes, as the log has them
+
+
+class NaNAtStep6(CrossEntropyObjective):
+    def forward(self, outputs, labels, step, unlabeled=None):
+        terms = super().forward(outputs, labels, step)
+        if step == 5:  # counted from 0: the sixth step
+            terms["ce"] = terms["ce"] * float("nan")
+        return terms
+
+
+def writer_threads() -> int:
+    """The number of TensorBoard writer threads alive in this process."""
+    return sum(type(thread).__name__ == "_AsyncWriterThread" for thread in threading.enumerate())
+
+
+def test_a_run_that_stops_on_an_error_shows_the_steps_it_logged_and_ends_its_writer(tmp_path, register_objective):
+    register_objective("nan_at_6", NaNAtStep6)
+    cfg = smoke(method="nan_at_6", **TINY | dict(checkpoint_every=100))  # no checkpoint before step 6
+    gc.collect()
+    threads = writer_threads()
+    with pytest.raises(NonFiniteLossError):
+        train(cfg, tmp_path, progress=False)
+    assert [step for step, _ in read_events(tmp_path)["loss/total"]] == [1, 2, 3, 4, 5]
+    gc.collect()  # the stopped run's writer is collected, which closes its file and ends its thread
+    assert writer_threads() == threads
 
 
 def test_a_run_resumed_at_once_keeps_its_event_files_in_the_order_they_were_written(tmp_path):

@@ -26,11 +26,13 @@ created; a writer created in the same second as the newest file of the folder wa
 (``wait_for_a_later_second``), so the resumed file always sorts last. ``make tensorboard`` starts TensorBoard with
 ``--load_fast=false``: its Python loader honours the marker, the faster Rust loader ignores it.
 
-Cost: a step's scalars go into the event file as one event, about 0.2 ms a step on a 2-core CPU (the smoke preset's
-steps take 20 ms and more), and the step's own seconds do not include it.
+Cost: a step's scalars go into the event file as one event, about 0.2 ms a step (measured on a 2-core CPU shared with
+other jobs; the smoke preset's steps take 20 ms and more), which the step's own seconds do not include.
 
-Durability: events are buffered, flushed at every checkpoint and when the run ends (or is interrupted); a crash can
-lose the events after the last checkpoint, which are exactly the steps that the resumed run writes again. The step
+Durability: the writer's thread appends each event to the file as it comes, so a kill loses at most the few still
+queued; the queue is drained at every checkpoint and when the run ends or is interrupted, so every event up to the
+last checkpoint is in the file, and the events a kill may lose are of steps that the resumed run writes again. A
+run that stops on an error (a diverged loss) has its writer closed when the writer is collected, or at exit. The step
 log keeps its own guarantees (every line fsynced), whatever happens to the event files.
 """
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from numbers import Real
 from pathlib import Path
@@ -125,6 +128,7 @@ class ScalarBoard:
         wait_for_a_later_second(folder)
         self.folder = folder
         self.writer = SummaryWriter(str(folder), purge_step=start_step + 1)
+        weakref.finalize(self, self.writer.close)  # its thread ends also when a run stops on an error
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         """Add ``scalars`` (by tag) at ``step``, as one event (``add_scalar`` per tag would write one event each,

@@ -14,8 +14,8 @@ What a run folder holds and how each file survives a crash:
 * ``log.jsonl``: one JSON line per step, flushed and fsynced as it is written; a last line cut short by a kill is left
   out with a warning naming the file, and the log is rewritten (atomically) on resume.
 * ``metrics.json``: written atomically once the run is evaluated; ``read_metrics`` names the file when it is damaged.
-* ``tensorboard/``: TensorBoard event files, a view of the log and the metrics (``engine.tensorboard``): flushed at
-  every checkpoint, the events after the last one lost in a kill, and a resumed run hides those it replays.
+* ``tensorboard/``: TensorBoard event files, a view of the log and the metrics (``engine.tensorboard``): each event
+  appended as it comes, all of them in the file at every checkpoint; a resumed run hides those of the steps it replays.
 
 The divergence guard: a step whose loss terms or whose gradients' total norm are not finite takes no update, and the
 run stops (``NonFiniteLossError``, ``NonFiniteGradientError``); before every checkpoint every parameter and buffer of
