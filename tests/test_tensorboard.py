@@ -8,6 +8,7 @@ tensorboard; ``make tensorboard`` serves the run store on 127.0.0.1."""
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import os
 import subprocess
@@ -263,3 +264,17 @@ def test_make_tensorboard_opens_the_run_store_on_localhost(tmp_path):
     assert command.startswith(".venv/bin/tensorboard ")
     assert f"--logdir {tmp_path}/store" in command and "--host 127.0.0.1" in command
     assert "--load_fast=false" in command  # the loader that honours the restart marker of a resumed run
+
+
+def test_the_cost_benchmark_times_the_writes_of_a_real_run(tmp_path):
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location("tensorboard_cost_benchmark", benchmarks / "tensorboard_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--steps", "3", "--methods", "pixel_contrast", "--out", str(tmp_path / "cost.json")])
+    assert json.loads((tmp_path / "cost.json").read_text()) == result
+    (row,) = result["rows"]
+    assert row["method"] == "pixel_contrast" and row["steps_timed"] == 2 and row["scalars_per_step"] == 8
+    assert 0 < row["write_median_ms"] and 0 < row["step_median_ms"]
+    assert row["ratio_of_medians"] == pytest.approx(row["write_median_ms"] / row["step_median_ms"], rel=1e-9)
+    assert ScalarBoard.write_line.__name__ == "write_line"  # the timing wrapper is gone again
