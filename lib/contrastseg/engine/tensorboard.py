@@ -26,8 +26,9 @@ created; a writer created in the same second as the newest file of the folder wa
 (``wait_for_a_later_second``), so the resumed file always sorts last. ``make tensorboard`` starts TensorBoard with
 ``--load_fast=false``: its Python loader honours the marker, the faster Rust loader ignores it.
 
-Cost: a step's scalars go into the event file as one event, about 0.2 ms a step (measured on a 2-core CPU shared with
-other jobs; the smoke preset's steps take 20 ms and more), which the step's own seconds do not include.
+Cost: a step's scalars go into the event file as one event; process 0 spends about 0.15 ms a step on it, for 4 to 21
+scalars (``benchmarks/tensorboard_cost.py``, on a 2-core CPU shared with other jobs; a smoke step takes 20 ms and
+more), which the step's own seconds do not include.
 
 Durability: the writer's thread appends each event to the file as it comes, so a kill loses at most the few still
 queued; the queue is drained at every checkpoint and when the run ends or is interrupted, so every event up to the
