@@ -323,3 +323,13 @@ def test_suite_launcher_local_submits_then_runs_the_notebooks_on_the_finished_ru
     assert saved["miou"] == pytest.approx(json.loads((run_dir / METRICS_NAME).read_text())["val"]["miou"], abs=1e-3)
     assert (run_dir / LOG_NAME).stat().st_mtime_ns == trained_at  # the notebook read the job's run
     assert read_record(run_dir).job_id == record.job_id and JOB_RECORD_NAME in os.listdir(run_dir)
+
+
+def test_submitit_comes_with_the_cluster_extra(monkeypatch):
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(requirement.startswith("submitit") for requirement in extras["cluster"])
+    monkeypatch.setitem(sys.modules, "submitit", None)  # an import of submitit now fails as if it were not installed
+    with pytest.raises(ImportError, match=r"needs submitit.*pip install 'contrastseg\[cluster\]'"):
+        cluster.import_submitit()
