@@ -28,6 +28,8 @@ SBATCH = """\
 import json, sys
 from pathlib import Path
 state = Path(__file__).parent
+if (state / "sbatch_fails").exists():
+    sys.exit("sbatch: error: invalid partition specified: nope")
 counter = state / "next_id"
 job = int(counter.read_text()) if counter.exists() else 1001
 counter.write_text(str(job + 1))
@@ -224,6 +226,13 @@ def test_a_queued_or_running_job_is_left_alone_a_failed_or_cancelled_one_is_resu
     unknown = launch(configs, launcher, root)
     assert [o.status for o in unknown] == ["unknown", "unknown"] and sbatch_calls(fake_slurm) == 5
     assert "not resubmitted" in unknown[0].note
+
+
+def test_a_refused_submission_is_an_error_with_sbatchs_message(fake_slurm, tmp_path):
+    (fake_slurm / "sbatch_fails").touch()
+    with pytest.raises(RuntimeError, match=r"slurm job of the ce run \w+ could not be submitted.*invalid partition"):
+        launch([tiny()], Launcher("slurm", time_minutes=60, partition="nope"), tmp_path / "runs")
+    assert not list((tmp_path / "runs" / "store").glob(f"*/{JOB_RECORD_NAME}"))
 
 
 def test_suite_launcher_flags_are_checked_before_anything_runs(fake_slurm, tmp_path, capsys):

@@ -321,6 +321,9 @@ class Launcher:
 
         Args:
             earlier: the run's earlier jobs, kept in the record.
+
+        Raises:
+            RuntimeError: the job could not be submitted; the message holds the submission's error (sbatch's).
         """
         from contrastseg.runs import run_dir_for
 
@@ -330,7 +333,11 @@ class Launcher:
         resources = self.resources(cfg)
         executor.update_parameters(**resources)
         environment = {RUNS_ENV: str(root), DATA_ENV: str(data_root().resolve())}
-        job = executor.submit(TrainRun(), cfg.to_dict(), str(root), environment)
+        try:
+            job = executor.submit(TrainRun(), cfg.to_dict(), str(root), environment)
+        except (OSError, RuntimeError) as error:  # submitit's FailedJobError holds sbatch's stderr
+            raise RuntimeError(f"the {self.kind} job of the {cfg.method} run {cfg.hash()} could not be submitted: "
+                               f"{str(error).strip()}") from error
         submission_file = job.paths.submission_file if self.kind == "slurm" else None
         record = JobRecord(launcher=self.kind, job_id=str(job.job_id),
                            submitted=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -382,8 +389,8 @@ def launch(configs: Sequence[ExperimentConfig], launcher: Launcher,
 
     Raises:
         ValueError: a damaged job record (the message names it), or resources a run cannot get (``Launcher.gpus``).
-        submitit.core.utils.FailedJobError and the like: sbatch refused a job; the runs submitted before it keep their
-            records.
+        RuntimeError: a job could not be submitted (sbatch refused it; the message holds sbatch's error); the runs
+            submitted before it keep their records.
     """
     from contrastseg.runs import has_finished, run_dir_for
 
@@ -396,7 +403,7 @@ def launch(configs: Sequence[ExperimentConfig], launcher: Launcher,
         run_dir = run_dirs[cfg.hash()]
         record = pending.get(cfg.hash())
         if cfg.hash() not in pending:
-            outcomes.append(LaunchOutcome(cfg, run_dir, "finished", *_recorded_job(run_dir)))
+            outcomes.append(LaunchOutcome(cfg, run_dir, "finished", _recorded_job_id(run_dir)))
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(run_dir / LAUNCH_LOCK_NAME):
@@ -435,13 +442,13 @@ def _how_it_ended(state: str) -> str:
     return "left the queue" if state == GONE_STATE else f"ended {state}"
 
 
-def _recorded_job(run_dir: Path) -> tuple[str, str]:
-    """The job id of a finished run's record ("" when the run was not trained by a launcher) and "COMPLETED"."""
+def _recorded_job_id(run_dir: Path) -> str:
+    """The job id in a finished run's record ("" when a launcher did not train the run, or its record is damaged)."""
     try:
         record = read_record(run_dir)
     except ValueError:
-        return "", ""
-    return (record.job_id, "COMPLETED") if record else ("", "")
+        return ""
+    return record.job_id if record else ""
 
 
 def job_states(records: Sequence[JobRecord]) -> dict[tuple[str, str], str]:

@@ -763,6 +763,9 @@ def launch_batch(args: argparse.Namespace, overrides: dict[str, Any]) -> int | N
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # the scheduler refused a job
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"launcher {launcher.kind}, preset {args.preset}, runs store {Path(root) / 'store'}:")
     print(format_outcomes(outcomes))
     for notebook in notebooks:
