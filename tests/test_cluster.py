@@ -291,6 +291,10 @@ def test_a_failed_local_job_is_named_by_get_or_train_and_resubmitted(tmp_path):
         runs.get_or_train([cfg], root=root, launcher=launcher)
     [again] = launch([cfg], launcher, root)
     assert again.status == "resubmitted" and "ended FAILED without finishing the run" in again.note
+    with pytest.raises(ValueError, match="launcher is for a list of configs"):
+        runs.get_or_train(cfg, root=root, launcher=launcher)
+    with pytest.raises(ValueError, match="not with slots, nor with force"):
+        runs.get_or_train([cfg], root=root, launcher=launcher, force=True)
     wait_until_ended([again.run_dir])
 
 

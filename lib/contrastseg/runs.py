@@ -248,8 +248,10 @@ def get_or_train(configs, *, root=None, progress=True, force=False, run_dir=None
             the launcher ended without finishing its run (the message holds the end of its stderr).
     """
     if isinstance(configs, CoreFields):  # one config (an ExperimentConfig, or a class with more methods)
-        if slots is not None or launcher is not None:
-            raise ValueError("slots and launcher are for a list of configs; one config trains in this process")
+        if slots is not None:
+            raise ValueError("slots are for a list of configs; one config trains in this process")
+        if launcher is not None:
+            raise ValueError("launcher is for a list of configs; one config trains in this process")
         return _get_or_train_run(configs, root, progress, force, run_dir)
     if run_dir is not None:
         raise ValueError("run_dir is for one config; the runs of a list train in their folders of the store")
