@@ -346,3 +346,26 @@ def test_submitit_comes_with_the_cluster_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # an import of submitit now fails as if it were not installed
     with pytest.raises(ImportError, match=r"needs submitit.*pip install 'contrastseg\[cluster\]'"):
         cluster.import_submitit()
+
+
+@pytest.mark.multiprocess
+def test_the_notebooks_of_gpu_runs_do_not_run_where_the_runs_have_other_keys(fake_slurm, tmp_path, capsys,
+                                                                             monkeypatch):
+    """On this CPU machine device="auto" names a CPU run; the jobs trained the run as a CUDA run. Executing the
+    notebooks here would train every run again on the CPU: the suite says so and stops."""
+    monkeypatch.delenv("CONTRASTSEG_RUNS")
+    write_notebook(tmp_path / "notebooks" / "trains.ipynb", [TRAINS], 'preset = "smoke"\nresults_dir = ""\nseed = 0')
+    manifest = tmp_path / "notebooks" / "manifest.yaml"
+    manifest.write_text("- notebook: notebooks/trains.ipynb\n")
+    out = tmp_path / "out"
+    command = ["--manifest", str(manifest), "--out", str(out), "--no-progress", "--launcher", "slurm",
+               "--slurm-time", "60"]
+    assert main(command) == 0
+    run_dir = next((out / "store").iterdir())
+    assert json.loads((run_dir / "cluster_job.json").read_text())["resources"]["gpus_per_node"] == 1
+    (run_dir / METRICS_NAME).write_text("{}")  # stands in for the metrics that the GPU job would write
+    set_states(fake_slurm, j1001="COMPLETED")
+    assert main(command) == 1
+    captured = capsys.readouterr()
+    assert "1 runs: 1 finished" in captured.out and "run this command on a GPU node" in captured.err
+    assert not (out / "smoke" / "trains.ipynb").exists()

@@ -714,7 +714,7 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
                             "repeatable")
     group.add_argument("--slurm-folder", metavar="DIR",
                        help="where submitit writes job scripts and logs, %%j being the job id (default: "
-                            "<runs root>/<launcher>/%%j)")
+                            "<runs root>/slurm/%%j; local: <runs root>/local)")
 
 
 def check_launcher_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
