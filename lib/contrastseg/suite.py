@@ -770,13 +770,13 @@ def launch_batch(args: argparse.Namespace, overrides: dict[str, Any]) -> int | N
     print(format_outcomes(outcomes))
     for notebook in notebooks:
         if notebook.error:
-            print(f"planning of {notebook.name} stopped ({notebook.error}): its runs after that cell are not "
-                  f"listed, and train in the notebook's own process when it runs")
+            print(f"planning of {notebook.name} stopped at {notebook.error}: runs it asks for after that point "
+                  f"are not in this list, and train in the notebook's own process when it runs")
     if not all(outcome.status == "finished" for outcome in outcomes):
         print(f"job logs under {launcher.job_folder(root)}; rerun this command to see the jobs' states, and to "
               f"run the notebooks once every run has finished")
         return 0
-    elsewhere = [cfg for cfg in configs if launcher.job_config(cfg).hash() != cfg.hash()]
+    elsewhere = {cfg.hash() for cfg in configs if launcher.job_config(cfg).hash() != cfg.hash()}
     if elsewhere:
         print(f"every planned run has finished, but {len(elsewhere)} of them trained on GPUs and this machine names "
               f"them differently (the run key holds the numerics class: device='auto' resolves here to the CPU); "
