@@ -52,10 +52,13 @@ job not submitted twice; the suite's ``--launcher local`` from submission to exe
 against small stand-in ``sbatch``, ``sacct``, ``squeue`` and ``srun`` programs on ``PATH`` that record their arguments
 and answer as SLURM does: the sbatch script that submitit writes (partition, time, GPUs, CPUs, account, extra
 options), the job id in the run folder, no resubmission of a pending or running job, resubmission of a failed or
-cancelled one. Not tested here: a real SLURM cluster, GPU jobs, torchrun inside a job, requeueing after a timeout.
+cancelled one, a refused submission, and the suite refusing to execute the notebooks of GPU-trained runs on this
+CPU machine. Not tested here: a real SLURM cluster, GPU jobs, torchrun inside a job, requeueing after a timeout or a
+preemption (submitit's mechanism, which ``TrainRun.checkpoint`` only hands the same call).
 
 The local launcher starts every job at once; keep its batches within the machine's cores (each run uses its
-``num_threads``). A notebook whose later runs depend on the results of earlier ones (a weight chosen on val) plans
+``num_threads``). On a machine with GPUs, submitit gives every local job the first GPUs (``CUDA_VISIBLE_DEVICES``
+from 0), so local jobs of GPU runs share them. A notebook whose later runs depend on the results of earlier ones (a weight chosen on val) plans
 only what its dry run reaches: the rest trains in the notebook's own process when the suite executes it.
 """
 
