@@ -8,6 +8,8 @@ Usage::
     python -m contrastseg.suite --preset demo --set steps=200  # a parameter for every notebook (YAML value)
     python -m contrastseg.suite --preset smoke --cell-timeout 600  # stop any cell that runs longer than 10 minutes
     python -m contrastseg.suite --preset paper --dry-run   # the plan: runs, data needed, estimated GPU hours
+    python -m contrastseg.suite --preset paper --launcher slurm --slurm-partition gpu --slurm-time 8:00:00
+                                                           # each missing run as a SLURM job; rerun to continue
 
 The manifest (``notebooks/manifest.yaml``) is a YAML list; each entry names a notebook, relative to the manifest's
 folder or to its parent (the repository root), a title, and optional extra parameters per preset::
@@ -41,6 +43,14 @@ The paper preset runs each notebook once per paper setting that its manifest ent
 the executed copy is ``<stem>@<data set>-<model>.ipynb``. Entries without settings are not part of the paper batch.
 ``--dry-run`` trains nothing: it executes every notebook with ``$CONTRASTSEG_PLAN`` set (``contrastseg.plan``), so
 each lists its runs, and prints the plan: runs per notebook, estimated GPU hours, and the data sets needed.
+
+``--launcher slurm`` trains the batch's runs on a SLURM cluster before any notebook executes (``launch_batch``,
+``contrastseg.cluster``): the dry run lists the runs, each one the store has not finished is submitted as a job of its
+own through submitit (its job id recorded in ``cluster_job.json`` of the run's folder), the command prints one line
+per run and exits. The same command again submits nothing for a run whose job is queued or running, resubmits a run
+whose job failed or was cancelled (and says which job ended how), and once every planned run has finished it executes
+the notebooks as above, which then read the runs from the store. ``--launcher local`` does the same with a subprocess
+per run on this machine. The ``--slurm-*`` flags set each job's resources (``cluster.Launcher``).
 
 A failing notebook does not stop the batch. At the end the batch prints each failure (notebook, cell, error), writes
 ``<out>/<preset>/suite.json`` and ``<out>/<preset>/report.html`` (`contrastseg.report`, which also converts each
@@ -643,13 +653,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "estimate of the GPU hours")
     parser.add_argument("--tflops", type=float, default=None, metavar="T",
                         help="sustained TFLOP/s per GPU assumed by the dry run's estimate")
+    add_launcher_arguments(parser)
     args = parser.parse_args(argv)
+    check_launcher_arguments(parser, args)
     try:
         overrides = parse_overrides(args.set)
     except ValueError as exc:
         parser.error(str(exc))
     if args.dry_run:
         return _dry_run(args, overrides)
+    if args.launcher:
+        status = launch_batch(args, overrides)
+        if status is not None:
+            return status
 
     try:
         result = run_suite(
@@ -672,6 +688,103 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_failures(result))
     print(f"report: {result.report_path}")
     return 0 if result.ok else 1
+
+
+def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``--launcher`` (``launch_batch``)."""
+    from contrastseg.cluster import LAUNCHERS
+
+    group = parser.add_argument_group("cluster launcher", "train the batch's runs as jobs before the notebooks run "
+                                      "(contrastseg.cluster); rerun the same command to continue")
+    group.add_argument("--launcher", choices=LAUNCHERS,
+                       help="submit each planned run that has not finished as a job (slurm: sbatch; local: a "
+                            "subprocess per run), print their states and exit; once all have finished, run the "
+                            "notebooks")
+    group.add_argument("--slurm-partition", metavar="NAME", help="the partition of every job")
+    group.add_argument("--slurm-time", metavar="TIME",
+                       help="each job's time limit: minutes, HH:MM:SS or D-HH:MM:SS (required with --launcher "
+                            "slurm)")
+    group.add_argument("--slurm-gpus-per-run", type=int, metavar="N",
+                       help="GPUs of each job, on one node (default: the run's num_devices)")
+    group.add_argument("--slurm-cpus-per-gpu", type=int, metavar="N",
+                       help="CPUs per GPU (per process for CPU runs; default: the run's num_threads + num_workers)")
+    group.add_argument("--slurm-account", metavar="NAME", help="the account every job is charged to")
+    group.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, without its dashes (e.g. mem=64G, constraint=a100, qos=high); "
+                            "repeatable")
+    group.add_argument("--slurm-folder", metavar="DIR",
+                       help="where submitit writes job scripts and logs, %%j being the job id (default: "
+                            "<runs root>/slurm/%%j; local: <runs root>/local)")
+
+
+def check_launcher_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A ``--slurm-*`` flag without ``--launcher`` is an error (it would have no effect)."""
+    given = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+             if name.startswith("slurm_") and value not in (None, [])]
+    if given and not args.launcher:
+        parser.error(f"{', '.join(given)} set(s) the jobs of --launcher; add --launcher slurm (or local)")
+
+
+def launcher_from_arguments(args: argparse.Namespace):
+    """The ``cluster.Launcher`` that ``--launcher`` and the ``--slurm-*`` flags describe.
+
+    Raises:
+        ValueError: a flag's value is invalid, or missing (``--slurm-time`` for SLURM); the message names the flag.
+    """
+    from contrastseg.cluster import Launcher, parse_extra, parse_time
+
+    return Launcher(args.launcher, time_minutes=parse_time(args.slurm_time) if args.slurm_time else None,
+                    partition=args.slurm_partition, account=args.slurm_account,
+                    gpus_per_run=args.slurm_gpus_per_run, cpus_per_gpu=args.slurm_cpus_per_gpu,
+                    extra=parse_extra(args.slurm_extra), folder=args.slurm_folder)
+
+
+def launch_batch(args: argparse.Namespace, overrides: dict[str, Any]) -> int | None:
+    """``--launcher``: plan the batch, submit each planned run that has not finished and has no active job, and
+    print a line per run. Returns the exit status when the command ends here (runs still to train: 0; bad flags or
+    manifest: 2; a run the jobs cannot train here: 1), None when every planned run has finished and the notebooks
+    are to run."""
+    from contrastseg.cluster import format_outcomes, launch
+
+    if args.fresh:
+        print("error: --fresh retrains in this process; with --launcher, delete the runs' folders of the store "
+              "to train them afresh", file=sys.stderr)
+        return 2
+    try:
+        launcher = launcher_from_arguments(args)
+        notebooks = plan_suite(args.preset, args.manifest, args.only, overrides, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    root = _kernel_environment(args.out)[RUNS_ENV]
+    configs = [cfg for notebook in notebooks for cfg in notebook.configs]
+    try:
+        outcomes = launch(configs, launcher, root)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # the scheduler refused a job
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"launcher {launcher.kind}, preset {args.preset}, runs store {Path(root) / 'store'}:")
+    print(format_outcomes(outcomes))
+    for notebook in notebooks:
+        if notebook.error:
+            print(f"planning of {notebook.name} stopped at {notebook.error}: runs it asks for after that point "
+                  f"are not in this list, and train in the notebook's own process when it runs")
+    if not all(outcome.status == "finished" for outcome in outcomes):
+        print(f"job logs under {launcher.job_folder(root)}; rerun this command to see the jobs' states, and to "
+              f"run the notebooks once every run has finished")
+        return 0
+    elsewhere = {cfg.hash() for cfg in configs if launcher.job_config(cfg).hash() != cfg.hash()}
+    if elsewhere:
+        print(f"every planned run has finished, but {len(elsewhere)} of them trained on GPUs and this machine names "
+              f"them differently (the run key holds the numerics class: device='auto' resolves here to the CPU); "
+              f"run this command on a GPU node to execute the notebooks, e.g. srun --gpus 1 python -m "
+              f"contrastseg.suite ...", file=sys.stderr)
+        return 1
+    print("every planned run has finished: running the notebooks")
+    return None
 
 
 def _dry_run(args, overrides: dict[str, Any]) -> int:
