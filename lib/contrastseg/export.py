@@ -13,9 +13,10 @@ states the mean and standard deviation to normalise with.
 model) writes the folder ``path``:
 
 * ``model.pt2``: the deployed module as a ``torch.export`` program (``torch.export.export``, ``torch.export.save``),
-  exported on the CPU with the batch, the height and the width dynamic (``Dim.AUTO``: torch infers the sizes the
-  program accepts; ``model.json`` lists them, and the program checks its input when it is called and raises naming
-  the size check that failed). Torch alone loads and runs it:
+  exported on the CPU with the batch (from 1 up), the height and the width dynamic (``Dim.AUTO``: torch infers the
+  sizes the program accepts; ``model.json`` lists them, and the program checks its input when it is called and
+  raises naming the size condition that failed, e.g. a side too small for the backbone's coarsest level). Torch
+  alone loads and runs it:
 
       program = torch.export.load("model.pt2").module()
       logits = program((images - mean) / std)     # images (B, 3, H, W) RGB in [0, 1]; mean, std from model.json
@@ -145,7 +146,7 @@ def export_model(model: Segmentor | MaskClassificationSegmentor, cfg: Experiment
     ``state_dict.pt`` and ``model.json`` (see the module docstring); files of an earlier export there are replaced.
 
     The program is exported on the CPU from an example batch of two images of ``cfg.image_size`` pixels (its values
-    do not matter), with the batch, the height and the width dynamic.
+    do not matter), with the batch, the height and the width dynamic (the module docstring says how).
 
     Args:
         model: the trained model (``RunResult.load_model()``); it is not changed.
@@ -164,9 +165,8 @@ def export_model(model: Segmentor | MaskClassificationSegmentor, cfg: Experiment
     except RuntimeError as error:
         raise ValueError(f"the model does not match the architecture of its config, {architecture}: {error}") from error
     example = torch.zeros(2, 3, cfg.image_size, cfg.image_size)
-    dynamic = torch.export.Dim.AUTO
-    program = torch.export.export(deployed, (example,), dynamic_shapes={"images": {0: dynamic, 2: dynamic,
-                                                                                     3: dynamic}})
+    sizes = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+    program = torch.export.export(deployed, (example,), dynamic_shapes={"images": sizes})
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, path / PROGRAM_NAME)
