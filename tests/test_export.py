@@ -7,6 +7,7 @@ as evaluation calls it (``model(images)["logits"]``, images in [0, 1]).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -226,7 +227,8 @@ def test_loading_names_a_missing_or_damaged_file(exported, tmp_path):
         load_deployed(folder)
     state = torch.load(source / STATE_DICT_NAME, weights_only=True)
     torch.save(state | {"segmentor.projections.0.layers.0.weight": torch.zeros(1)}, folder / STATE_DICT_NAME)
-    with pytest.raises(ValueError, match=r"state_dict.pt does not match .*unexpected keys \['segmentor.projections"):
+    with pytest.raises(ValueError, match=r"(?s)state_dict.pt does not match the architecture .*Unexpected key\(s\) in "
+                                         r"state_dict: \"segmentor.projections"):
         load_deployed(folder)
     (folder / ARCHITECTURE_NAME).write_text(json.dumps(description | {"format": 99}))
     with pytest.raises(ValueError, match="of export format 99; this code reads format 1"):
@@ -240,13 +242,35 @@ def test_an_unknown_architecture_lists_the_valid_names():
     architecture = deployed_architecture(preset("smoke"))
     with pytest.raises(ValueError, match="tiny"):
         build_deployed(architecture | {"backbone": "tinny"})
-    with pytest.raises(ValueError, match=r"unknown architecture arguments \['depth'\]; build_segmentor takes .*"
-                                         r"'output_stride'"):
+    with pytest.raises(ValueError, match=r"architecture arguments unknown \['depth'\], missing \[\]; "
+                                         r"build_segmentor takes \['backbone', 'head', 'num_classes', 'output_stride'"):
         build_deployed(architecture | {"depth": 3})
+    with pytest.raises(ValueError, match=r"unknown \[\], missing \['num_classes'\]"):
+        build_deployed({name: value for name, value in architecture.items() if name != "num_classes"})
 
 
 def test_a_model_that_its_config_does_not_describe_is_refused(exported, tmp_path):
     cfg = exported["ce"].result.config.replace(head="deeplabv3")
-    with pytest.raises(ValueError, match="does not match the architecture of its config"):
+    with pytest.raises(ValueError, match="the model does not match the architecture .*'head': 'deeplabv3'"):
         export_model(exported["ce"].model, cfg, tmp_path / "wrong")
     assert not (tmp_path / "wrong").exists()
+
+
+def test_the_cost_benchmark_writes_the_table_it_prints(tmp_path, capsys):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "deployed_costs.py"
+    spec = importlib.util.spec_from_file_location("deployed_costs_benchmark", script)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    threads = torch.get_num_threads()
+    try:
+        benchmark.main(["--presets", "smoke", "--methods", "ce", "pixel_contrast", "--threads", "1",
+                        "--out", str(tmp_path / "costs.md")])
+    finally:
+        torch.set_num_threads(threads)
+    text = (tmp_path / "costs.md").read_text()
+    assert text in capsys.readouterr().out
+    assert "`python benchmarks/deployed_costs.py --presets smoke --methods ce pixel_contrast" in text
+    ce, pixel = [line for line in text.splitlines() if line.startswith("| smoke")]
+    assert "| ce | tiny + fcn | 128,961 (128,961 + 0) | 20.81 M | 128,961 | 20.81 M | 0 (0.0 %) |" in ce
+    assert "| pixel_contrast | tiny + fcn | 135,329 (135,329 + 0) | 21.6 M | 128,961 | 20.81 M | 6,368 (4.7 %) |" \
+        in pixel

@@ -21,7 +21,8 @@ model) writes the folder ``path``:
       program = torch.export.load("model.pt2").module()
       logits = program((images - mean) / std)     # images (B, 3, H, W) RGB in [0, 1]; mean, std from model.json
 
-  ``torch.export.passes.move_to_device_pass(torch.export.load(...), "cuda")`` moves the program to a GPU.
+  ``torch.export.passes.move_to_device_pass(program, "cuda")`` (``program`` as ``torch.export.load`` returns it,
+  before ``.module()``) moves it to a GPU.
 * ``state_dict.pt``: the deployed module's plain state dict (tensors only, ``torch.load(..., weights_only=True)``):
   the trained model's keys under ``segmentor.``, without ``projections.*`` and ``aux_head.*``.
 * ``model.json``: the architecture (``build_segmentor``'s arguments: backbone, head, number of classes, output
@@ -43,6 +44,7 @@ writes that table for every method. The claims ledger's inference cost (``claims
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 from pathlib import Path
@@ -128,15 +130,16 @@ def build_deployed(architecture: dict) -> DeployedSegmentor:
     """The deployed module of ``architecture`` (``deployed_architecture``), with random weights.
 
     Raises:
-        ValueError: an argument that ``build_segmentor`` does not take (the message lists those it takes), or an
-            unknown backbone or head name (listing the valid ones).
+        ValueError: an argument that ``build_segmentor`` does not take or a required one missing (the message lists
+            those it takes), or an unknown backbone or head name (listing the valid ones).
     """
-    import inspect
-
-    valid = set(inspect.signature(build_segmentor).parameters)
-    unknown = sorted(set(architecture) - valid)
-    if unknown:
-        raise ValueError(f"unknown architecture arguments {unknown}; build_segmentor takes {sorted(valid)}")
+    parameters = inspect.signature(build_segmentor).parameters
+    unknown = sorted(set(architecture) - set(parameters))
+    missing = sorted(name for name, parameter in parameters.items()
+                     if parameter.default is inspect.Parameter.empty and name not in architecture)
+    if unknown or missing:
+        raise ValueError(f"architecture arguments unknown {unknown}, missing {missing}; build_segmentor takes "
+                         f"{list(parameters)}")
     return DeployedSegmentor(build_segmentor(**architecture))
 
 
@@ -160,10 +163,7 @@ def export_model(model: Segmentor | MaskClassificationSegmentor, cfg: Experiment
     deployed = DeployedSegmentor(model).cpu()
     architecture = deployed_architecture(cfg)
     state = deployed.state_dict()
-    try:  # what load_deployed will do with these files
-        build_deployed(architecture).load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(f"the model does not match the architecture of its config, {architecture}: {error}") from error
+    load_matching_state(build_deployed(architecture), state, "the model", architecture)  # as load_deployed will
     example = torch.zeros(2, 3, cfg.image_size, cfg.image_size)
     sizes = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
     program = torch.export.export(deployed, (example,), dynamic_shapes={"images": sizes})
@@ -245,14 +245,27 @@ def read_description(path: str | Path) -> dict:
     return description
 
 
+def load_matching_state(deployed: DeployedSegmentor, state: dict, source: str, architecture: dict) -> None:
+    """Load ``state`` into ``deployed`` (built from ``architecture``) strictly.
+
+    Raises:
+        ValueError: the keys or the shapes differ; the message names ``source`` and the architecture, and lists the
+            missing, unexpected and misshapen keys (torch's message).
+    """
+    try:
+        deployed.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{source} does not match the architecture {architecture}: {error}") from error
+
+
 def load_deployed(path: str | Path, device: str | torch.device = "cpu") -> DeployedSegmentor:
     """The deployed module saved in the export folder ``path``, rebuilt from ``model.json`` and ``state_dict.pt``,
     in eval mode on ``device``.
 
     Raises:
         FileNotFoundError: ``model.json`` or ``state_dict.pt`` is missing (named). ValueError: ``model.json`` is
-            damaged or names an unknown architecture (``read_description``, ``build_deployed``), or the state dict's
-            keys do not match the architecture (the message names the file and the keys).
+            damaged or names an unknown architecture (``read_description``, ``build_deployed``), or the state dict
+            does not match the architecture (``load_matching_state``: the message names the file and the keys).
     """
     path = Path(path)
     description = read_description(path)
@@ -261,11 +274,7 @@ def load_deployed(path: str | Path, device: str | torch.device = "cpu") -> Deplo
         raise FileNotFoundError(f"no {STATE_DICT_NAME} in {path}; the state dict is written beside {ARCHITECTURE_NAME}")
     deployed = build_deployed(description["architecture"])
     state = torch.load(state_file, map_location="cpu", weights_only=True)
-    missing, unexpected = sorted(set(deployed.state_dict()) - set(state)), sorted(set(state) - set(deployed.state_dict()))
-    if missing or unexpected:
-        raise ValueError(f"{state_file} does not match the architecture of {path / ARCHITECTURE_NAME}: missing keys "
-                         f"{missing[:10]}, unexpected keys {unexpected[:10]}")
-    deployed.load_state_dict(state)
+    load_matching_state(deployed, state, f"{state_file}", description["architecture"])
     return deployed.to(device).eval()
 
 
