@@ -164,6 +164,9 @@ def export_model(model: Segmentor | MaskClassificationSegmentor, cfg: Experiment
     architecture = deployed_architecture(cfg)
     state = deployed.state_dict()
     load_matching_state(build_deployed(architecture), state, "the model", architecture)  # as load_deployed will
+    if not hasattr(torch.export.Dim, "AUTO"):
+        raise RuntimeError(f"export_model needs a torch whose torch.export has Dim.AUTO (inferred dynamic sizes); "
+                           f"this is torch {torch.__version__}")
     example = torch.zeros(2, 3, cfg.image_size, cfg.image_size)
     sizes = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
     program = torch.export.export(deployed, (example,), dynamic_shapes={"images": sizes})
