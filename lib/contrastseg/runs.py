@@ -64,6 +64,7 @@ from filelock import FileLock, Timeout
 from contrastseg.config import RESULTS_FORMAT, CoreFields, ExperimentConfig
 from contrastseg.engine.checkpoint import read_json_mapping, remove_stale_temporaries, write_text_atomically
 from contrastseg.engine.distributed import TORCHRUN_VARIABLES, Distributed, resolve_device
+from contrastseg.export import export_run
 from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, DAMAGED_CHECKPOINT_NAME, LOG_NAME,
                                       METRICS_NAME, PREVIOUS_CHECKPOINT_NAME, TRAINING_FILES, evaluate_run,
                                       load_trained_model, read_log, read_metrics, train)
@@ -141,6 +142,13 @@ class RunResult:
         if cfg.hash() != self.config.hash():
             raise ValueError(f"evaluate() takes only evaluation fields, got {sorted(protocol)}")
         return evaluation(cfg, self.run_dir, self.metrics, progress, teacher)["val"]
+
+    def export(self, path: str | Path, teacher: bool = False) -> Path:
+        """Write the deployed model (projection and auxiliary heads dropped) into the folder ``path``: a
+        ``torch.export`` program (``model.pt2``), its plain state dict (``state_dict.pt``) and its architecture
+        (``model.json``); ``contrastseg.export`` says what each holds. With ``teacher``, the EMA teacher of a
+        semi-supervised run. Returns ``path``."""
+        return export_run(self, path, teacher=teacher)
 
 
 def describe_provenance(results: list[RunResult]) -> str:
