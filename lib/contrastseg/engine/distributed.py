@@ -26,7 +26,9 @@ How the work is split (the semantics a user has to know):
   reducer then searches the graph of the total loss every step (one traversal, on the CPU) and counts such a
   parameter as a zero gradient on that process. A parameter with a gradient on some process ends with the mean on
   every process (so the optimizer treats it alike everywhere); one without a gradient on every process keeps
-  ``grad=None``, as in a single-process run. ``broadcast_buffers=False``: each process keeps its own BatchNorm
+  ``grad=None``, as in a single-process run (torch prints once that it found no unused parameter when a step
+  has none: expected, since other steps may). No buffer broadcast at each forward (``forward_sync_buffers=False``,
+  ``broadcast_buffers=False`` in older torch versions): each process keeps its own BatchNorm
   running statistics when ``sync_bn`` is off (with it they are equal anyway), and memory banks, equal on every
   process by construction, are not sent again at every forward. Checkpoints, the EMA teacher, evaluation and
   ``objective.after_step`` use the unwrapped model and objective, so ``state_dict`` keys carry no ``module.`` prefix
@@ -44,19 +46,22 @@ How the work is split (the semantics a user has to know):
   additions (DDP divides by the number of processes before summing, ``allreduce`` after). The choice is not part
   of the run key: it changes how the mean is computed, not what is computed. ``benchmarks/step_time.py
   --gradient-sync ddp allreduce`` times both side by side under torchrun.
-* What DDP cannot serve: an objective whose loss reaches a parameter on some processes and not on others, while
-  synchronised BatchNorm is on (``sync_bn``, the default with several processes). The backward of each
-  synchronised BatchNorm (``SyncBatchNorm``, ``CpuSyncBatchNorm``) issues collectives on the same process group as
-  DDP's bucket all-reduces, and a process launches a bucket's all-reduce when the last gradient of the bucket is
-  there, or, for a parameter its loss does not reach, as soon as the backward starts. Where the processes' graphs
-  differ in which parameters they reach, a bucket's all-reduce can then fall before a BatchNorm's collective on one
-  process and after it on another, and the processes wait on each other or pair collectives that do not match. The
-  objectives of this project reach the same parameters on every process (a term with no pixels, no anchors or no
-  regions on a process is a zero still connected to its inputs), so they are served; a new objective that drops a
-  head's term on some processes needs ``allreduce`` (whose communication starts only after the whole backward) or
-  ``sync_bn=False``. A step that takes no backward (the divergence guard's skipped update) does not upset the
-  reducer: it searches the graph afresh at every forward. A world of one never wraps anything: every
-  single-process run computes exactly what it computed before DDP existed.
+* What DDP cannot serve: no case of this project; ``allreduce`` stays as the comparison and as the fallback for
+  one condition that DDP adds. Its bucket all-reduces and the collectives in the backward of synchronised BatchNorm
+  (``SyncBatchNorm``, ``CpuSyncBatchNorm``) share one process group, so every process must issue them in the same
+  order. With the same graph on every process this holds: the BatchNorm backwards run in the same order everywhere,
+  and buckets are launched in bucket order once their gradients are there. A parameter that the loss reaches on
+  some processes only (where it is unused, DDP marks it ready at the backward's first gradient) can make its bucket
+  ready at a different moment on different processes, and torch does not promise that the bucket's all-reduce then
+  keeps its place among the BatchNorm collectives; where it does not, the processes pair collectives that do not
+  match, or wait on each other. With a parameter reached on process 0 only and synchronised BatchNorm, on two gloo
+  processes (``tests/test_distributed.py``), the order held and the gradients are right. The objectives of this
+  project keep the graphs alike anyway (a term with no pixels, anchors or regions on a process is a zero still
+  connected to its inputs); an objective that builds a different graph on each process and hangs under DDP trains
+  with ``allreduce``, whose communication starts only after the whole backward, or with ``sync_bn=False``.
+* A step that takes no backward (the divergence guard's skipped update) does not upset the reducer, which searches
+  the graph afresh at every forward. A world of one never wraps anything: a single-process run goes through
+  ``TrainingLoss`` unwrapped, so its numbers do not depend on the gradient synchronisation.
 * BatchNorm: ``sync_bn`` converts every BatchNorm to ``torch.nn.SyncBatchNorm`` on GPUs and to ``CpuSyncBatchNorm``
   (below; torch's SyncBatchNorm refuses CPU tensors) on CPUs, so batch statistics are those of the global batch, as
   in the single-process run. Without it each process normalises over its own share.
