@@ -252,6 +252,39 @@ def test_ddp_and_the_all_reduce_give_the_same_update_also_to_a_parameter_used_on
         assert torch.equal(parts[1]["ddp"]["model"][name], value), name
 
 
+def _compiled_worker(rank, images, labels, out_path):
+    from contrastseg.engine import speed
+
+    speed.COMPILE_BACKEND = "eager"  # inductor needs a C++ compiler; dynamo's DDP graph splitting is the same
+    share = slice(rank * 2, (rank + 1) * 2)
+    saved = {}
+    for compiled in (False, True):
+        cfg = smoke(**WITHOUT_RANDOMNESS, compile=compiled)
+        world = Distributed(rank, WORLD, rank)
+        torch.manual_seed(0)
+        model = convert_sync_batchnorm(build_model(cfg), torch.device("cpu"))
+        objective = CrossEntropyObjective(dataset_info(cfg.dataset).num_classes)
+        optimizer = build_optimizer(cfg, model.parameters())
+        forward = build_training_loss(cfg, model, objective, torch.device("cpu"), world)
+        for step in range(2):
+            training_step(model, objective, optimizer, images[share], labels[share], step=step, lr=cfg.lr, amp=False,
+                          forward=forward, world=world)
+        saved[compiled] = {"model": model.state_dict(), "compiled": type(forward.module.run_student).__name__}
+    torch.save(saved, f"{out_path}.{rank}")
+
+
+@pytest.mark.multiprocess
+def test_a_compiled_student_trains_through_ddp_as_the_plain_one(tmp_path):
+    images, labels = next(iter(training_loader(smoke(**WITHOUT_RANDOMNESS), 0, torch.device("cpu"))[0]))
+    in_processes(_compiled_worker, tmp_path, images, labels, str(tmp_path / "compiled"))
+    for rank in range(WORLD):
+        part = torch.load(f"{tmp_path / 'compiled'}.{rank}")
+        assert part[True]["compiled"] == "OptimizedModule" and part[False]["compiled"] != "OptimizedModule"
+        assert list(part[True]["model"]) == list(part[False]["model"])  # no "_orig_mod." prefix
+        for name, value in part[False]["model"].items():
+            torch.testing.assert_close(part[True]["model"][name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_a_world_of_one_wraps_nothing_and_the_gradient_sync_is_checked(monkeypatch):
     model = nn.Linear(2, 2)
     loss = TrainingLoss(model, CrossEntropyObjective(2))
