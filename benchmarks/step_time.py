@@ -18,8 +18,9 @@ tensors at the setting's crop, with one GPU's share of a data-parallel batch (``
 Data-parallel, under torchrun, with DistributedDataParallel and the flattened all-reduce side by side
 (``contrastseg.engine.distributed``; NCCL on GPUs, gloo on CPUs):
 
-    torchrun --standalone --nproc-per-node 8 benchmarks/step_time.py --preset paper:pixel_contrast/cityscapes/hrnet_w48 \
-        --batch-size 16 --device cuda --steps 20 --methods ce pixel_contrast --gradient-sync ddp allreduce
+    torchrun --standalone --nproc-per-node 8 benchmarks/step_time.py \
+        --preset paper:pixel_contrast/cityscapes/hrnet_w48 --batch-size 16 --device cuda --steps 20 \
+        --methods ce pixel_contrast --gradient-sync ddp allreduce
 
 Under torchrun ``--batch-size`` is the global batch, as in training: every process steps on its contiguous share
 (``batch_size`` / processes images), BatchNorm is synchronised when the preset's ``sync_bn`` says so, and each

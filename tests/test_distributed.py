@@ -405,5 +405,5 @@ def test_step_time_compares_ddp_with_the_all_reduce_under_torchrun(tmp_path):
 
 def test_step_time_refuses_a_gradient_sync_without_torchrun(capsys):
     with pytest.raises(SystemExit):
-        load_benchmark("step_time").main(["--preset", "smoke", "--device", "cpu", "--gradient-sync", "ddp", "allreduce"])
+        load_benchmark("step_time").main(["--preset", "smoke", "--device", "cpu", "--gradient-sync", *GRADIENT_SYNCS])
     assert "under torchrun" in capsys.readouterr().err
