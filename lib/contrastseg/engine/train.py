@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from contrastseg.config import ExperimentConfig
 from contrastseg.data import build_dataset, check_dataset_files, dataset_info
