@@ -234,13 +234,21 @@ def executions(entries: list[ManifestEntry], preset: str) -> list[Execution]:
 
 
 def _find_manifest(path: Path) -> Path:
+    """``path``; for the default path, run from outside the repository, the manifest of the checkout that holds this
+    package (an editable install). An installed package has no notebooks: the error says so and what to do."""
     if path.is_file():
         return path
-    # the default path, run from outside the repository: the manifest next to this (editable) package
     fallback = Path(__file__).resolve().parents[2] / DEFAULT_MANIFEST
-    if not path.is_absolute() and os.fspath(path) == DEFAULT_MANIFEST and fallback.is_file():
+    if path.is_absolute() or os.fspath(path) != DEFAULT_MANIFEST:
+        raise FileNotFoundError(f"manifest not found: {path}")
+    if fallback.is_file():
         return fallback
-    raise FileNotFoundError(f"manifest not found: {path}")
+    raise FileNotFoundError(
+        f"manifest not found: {DEFAULT_MANIFEST} is neither in the current folder ({Path.cwd()}) nor in a checkout "
+        f"around the installed package ({Path(__file__).resolve().parent}). The notebooks are not part of the "
+        f"installed package (pip install . installs the library alone): run the suite from a clone of the "
+        f"repository (git clone, then pip install -e '.[notebooks]' and python -m contrastseg.suite in it), or pass "
+        f"--manifest PATH to the manifest.yaml of a checkout.")
 
 
 def _resolve_notebook(name: str, manifest_dir: Path) -> Path:
