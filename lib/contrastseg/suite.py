@@ -68,6 +68,7 @@ from contrastseg.extras import import_notebooks_package
 from contrastseg.overrides import parse_overrides
 from contrastseg.paths import DATA_ENV, RUNS_ENV, data_root, environ
 from contrastseg.report import write_report
+from contrastseg.results import RESULTS_FILE, VECTOR_FORMATS
 from contrastseg.runs import FRESH_SINCE_ENV, USED_RUNS_ENV
 
 PRESETS = ("smoke", "demo", "paper")
@@ -341,10 +342,11 @@ def _write_stamp(results_dir: Path, stamp: dict) -> None:
 
 
 def _clear_results(results_dir: Path) -> None:
-    """Remove what a previous run of this notebook left: the stamp, results.json and figures."""
+    """Remove what a previous run of this notebook left: the stamp, results.json and figures (PNG and vector)."""
     if not results_dir.is_dir():
         return
-    for path in [results_dir / STAMP_FILE, results_dir / "results.json", *results_dir.glob("*.png")]:
+    figures = [path for suffix in ("png", *VECTOR_FORMATS) for path in results_dir.glob(f"*.{suffix}")]
+    for path in [results_dir / STAMP_FILE, results_dir / RESULTS_FILE, *figures]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
