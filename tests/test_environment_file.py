@@ -38,7 +38,6 @@ def test_the_pip_section_applies_the_constraints_and_the_extras_of_make_setup():
 def test_pip_finds_the_constraints_beside_the_requirements_file_that_conda_writes(tmp_path, monkeypatch):
     """conda writes the pip section to a temporary requirements file in environment.yml's folder; pip joins a -c
     path with that file's folder, whatever its working directory."""
-    from pip._internal.network.session import PipSession
     from pip._internal.req.req_file import parse_requirements
 
     checkout = tmp_path / "checkout"
@@ -49,7 +48,7 @@ def test_pip_finds_the_constraints_beside_the_requirements_file_that_conda_write
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    parsed = list(parse_requirements(str(requirements), session=PipSession()))
+    parsed = list(parse_requirements(str(requirements), None))  # pip's HTTP client (None): used for URLs only
     constraints = {line.requirement for line in parsed if line.constraint}
     pinned = {line.split("#")[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()
               if line.split("#")[0].strip()}

@@ -6,6 +6,9 @@
 # level of each model (the features both share), and the projection head's embedding of the contrast model (the space
 # the loss shapes). The runs are the ones `table_objectives` trained (same configs, from the run store).
 #
+# Embeddings of more than 50 dimensions (the backbones' here) are mapped from their first 50 principal components,
+# and the map cell prints how long each t-SNE took (its output is not compared by nbval).
+#
 # A t-SNE map shows neighbourhoods, not distances; the leave-one-out 5-nearest-neighbour accuracy in the original
 # space (cosine) gives a number to go with each picture.
 
@@ -18,6 +21,8 @@ points_per_class = 100
 show_progress = True
 
 # %%
+import time
+
 import matplotlib.pyplot as plt
 
 from contrastseg import runs, viz
@@ -41,12 +46,17 @@ panels = {
     "contrast: backbone": (models["pixel contrast"], "backbone"),
     "contrast: projection": (models["pixel contrast"], "embedding"),
 }
-maps, knn = {}, {}
+maps, knn, tsne_seconds = {}, {}, {}
 for title, (model, output) in panels.items():
     embeddings, labels = viz.sample_pixel_embeddings(model, val_set, output=output, per_class=points_per_class,
                                                      seed=seed)
     knn[title] = viz.knn_accuracy(embeddings, labels, k=5)
+    began = time.perf_counter()
     maps[title] = (viz.tsne_2d(embeddings, seed=seed), labels)
+    tsne_seconds[title] = time.perf_counter() - began
+    reduced = f", PCA to {viz.PCA_COMPONENTS}" if embeddings.shape[1] > viz.PCA_COMPONENTS else ""
+    print(f"{title}: t-SNE of {len(labels)} x {embeddings.shape[1]} points{reduced}, "
+          f"{tsne_seconds[title]:.1f} s")
 
 fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0))
 for ax, (title, (points, labels)) in zip(axes, maps.items()):
