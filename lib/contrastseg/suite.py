@@ -25,11 +25,11 @@ parameter that its notebook does not declare, or a ``--set`` name that no notebo
 before anything runs, listing the valid names. The executed copies hold no progress bars (in their HTML they would
 be a red wall of stderr, one output per refresh): each notebook that declares ``show_progress`` gets it ``False``
 (``QUIET_PARAMETERS``, unless the manifest or ``--set`` say otherwise), and the kernels run with ``TQDM_DISABLE=1``,
-which turns off the text bars that other packages start without an explicit ``disable``. Every notebook runs in this one Python process through
-``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 s for the papermill CLI), with the
-``python3`` kernel and the notebook's folder as its working directory. A cell that runs longer than the cell timeout
-(``--cell-timeout``, default per preset: ``CELL_TIMEOUTS``) is stopped: its notebook fails, named with the cell, and
-the batch goes on.
+which turns off the text bars that other packages start without an explicit ``disable``. Every notebook runs in
+this one Python process through ``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 s for the
+papermill CLI), with the ``python3`` kernel and the notebook's folder as its working directory. A cell that runs
+longer than the cell timeout (``--cell-timeout``, default per preset: ``CELL_TIMEOUTS``) is stopped: its notebook
+fails, named with the cell, and the batch goes on.
 
 Resume: after each notebook a stamp (``.suite_stamp.json`` in its results folder) records a hash of the notebook's
 cell sources and injected parameters, the key of every run the notebook used (``runs.USED_RUNS_ENV``), the keys of
