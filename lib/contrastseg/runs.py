@@ -297,7 +297,7 @@ def _get_or_train_runs(configs: list[ExperimentConfig], root: str | Path | None,
         finally:
             free.put(slot)
 
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     side_by_side = [cfg for cfg in distinct if cfg.num_devices == 1]
     trained = {}

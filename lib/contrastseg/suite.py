@@ -24,11 +24,14 @@ and passes ``results_dir=<out>/<preset>/<stem>/`` (an absolute path), where the 
 its figures (`contrastseg.results`). Injected parameters: ``preset``, ``results_dir``, the manifest's parameters
 for that preset, then those of ``--set`` (``overrides``), which win, in each notebook that declares them. A manifest
 parameter that its notebook does not declare, or a ``--set`` name that no notebook of the batch declares, is an error
-before anything runs, listing the valid names. Every notebook runs in this one Python process through
-``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 s for the papermill CLI), with the
-``python3`` kernel and the notebook's folder as its working directory. A cell that runs longer than the cell timeout
-(``--cell-timeout``, default per preset: ``CELL_TIMEOUTS``) is stopped: its notebook fails, named with the cell, and
-the batch goes on.
+before anything runs, listing the valid names. The executed copies hold no progress bars (in their HTML they would
+be a red wall of stderr, one output per refresh): each notebook that declares ``show_progress`` gets it ``False``
+(``QUIET_PARAMETERS``, unless the manifest or ``--set`` say otherwise), and the kernels run with ``TQDM_DISABLE=1``,
+which turns off the text bars that other packages start without an explicit ``disable``. Every notebook runs in
+this one Python process through ``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 s for the
+papermill CLI), with the ``python3`` kernel and the notebook's folder as its working directory. A cell that runs
+longer than the cell timeout (``--cell-timeout``, default per preset: ``CELL_TIMEOUTS``) is stopped: its notebook
+fails, named with the cell, and the batch goes on.
 
 Resume: after each notebook a stamp (``.suite_stamp.json`` in its results folder) records a hash of the notebook's
 cell sources and injected parameters, the key of every run the notebook used (``runs.USED_RUNS_ENV``), the keys of
@@ -75,6 +78,7 @@ from contrastseg.extras import import_notebooks_package
 from contrastseg.overrides import parse_overrides
 from contrastseg.paths import DATA_ENV, RUNS_ENV, data_root, environ
 from contrastseg.report import write_report
+from contrastseg.results import RESULTS_FILE, VECTOR_FORMATS
 from contrastseg.runs import FRESH_SINCE_ENV, USED_RUNS_ENV
 
 PRESETS = ("smoke", "demo", "paper")
@@ -83,6 +87,10 @@ STAMP_FILE = ".suite_stamp.json"
 USED_RUNS_FILE = ".used_runs.jsonl"
 KERNEL_NAME = "python3"
 RESERVED_PARAMETERS = ("preset", "results_dir")
+QUIET_PARAMETERS = {"show_progress": False}
+"""Injected into each notebook that declares them, under the manifest's and ``--set``'s values: the library's
+progress bars (``progress=show_progress``) stay out of the executed copies. In JupyterLab a notebook keeps its own
+default (``True``), and the bars are widgets there (``tqdm.auto``)."""
 CELL_TIMEOUTS = {"smoke": 3600, "demo": 7 * 24 * 3600, "paper": 30 * 24 * 3600}
 """Per preset, the default ``--cell-timeout`` in seconds: a cell that runs longer is stopped and fails its notebook.
 Far above any honest cell: the longest smoke cell (the claims ledger's training) takes minutes on a 2-core CPU; a
@@ -237,13 +245,21 @@ def executions(entries: list[ManifestEntry], preset: str) -> list[Execution]:
 
 
 def _find_manifest(path: Path) -> Path:
+    """``path``; for the default path, run from outside the repository, the manifest of the checkout that holds this
+    package (an editable install). An installed package has no notebooks: the error says so and what to do."""
     if path.is_file():
         return path
-    # the default path, run from outside the repository: the manifest next to this (editable) package
     fallback = Path(__file__).resolve().parents[2] / DEFAULT_MANIFEST
-    if not path.is_absolute() and os.fspath(path) == DEFAULT_MANIFEST and fallback.is_file():
+    if path.is_absolute() or os.fspath(path) != DEFAULT_MANIFEST:
+        raise FileNotFoundError(f"manifest not found: {path}")
+    if fallback.is_file():
         return fallback
-    raise FileNotFoundError(f"manifest not found: {path}")
+    raise FileNotFoundError(
+        f"manifest not found: {DEFAULT_MANIFEST} is neither in the current folder ({Path.cwd()}) nor in a checkout "
+        f"around the installed package ({Path(__file__).resolve().parent}). The notebooks are not part of the "
+        f"installed package (pip install . installs the library alone): run the suite from a clone of the "
+        f"repository (git clone, then pip install -e '.[notebooks]' and python -m contrastseg.suite in it), or pass "
+        f"--manifest PATH to the manifest.yaml of a checkout.")
 
 
 def _resolve_notebook(name: str, manifest_dir: Path) -> Path:
@@ -336,10 +352,11 @@ def _write_stamp(results_dir: Path, stamp: dict) -> None:
 
 
 def _clear_results(results_dir: Path) -> None:
-    """Remove what a previous run of this notebook left: the stamp, results.json and figures."""
+    """Remove what a previous run of this notebook left: the stamp, results.json and figures (PNG and vector)."""
     if not results_dir.is_dir():
         return
-    for path in [results_dir / STAMP_FILE, results_dir / "results.json", *results_dir.glob("*.png")]:
+    figures = [path for suffix in ("png", *VECTOR_FORMATS) for path in results_dir.glob(f"*.{suffix}")]
+    for path in [results_dir / STAMP_FILE, results_dir / RESULTS_FILE, *figures]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
@@ -491,7 +508,7 @@ def run_suite(
         cell_timeout: seconds a cell may run before it is stopped and fails its notebook (the batch goes on);
             None: the preset's ``CELL_TIMEOUTS``.
     """
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
@@ -499,7 +516,7 @@ def run_suite(
     if reserved:
         raise ValueError(f"the suite sets {', '.join(reserved)} itself; it cannot be overridden")
     planned = executions(_select(load_manifest(manifest_path), only), preset)
-    overrides_of = check_parameters(planned, overrides or {})
+    overrides_of = check_parameters(planned, overrides or {}, defaults=QUIET_PARAMETERS)
     cell_timeout = CELL_TIMEOUTS[preset] if cell_timeout is None else cell_timeout
     preset_dir = Path(out_root) / preset
     preset_dir.mkdir(parents=True, exist_ok=True)
@@ -526,8 +543,10 @@ def notebook_parameters(notebook_path: str | os.PathLike) -> list[str]:
     return list(papermill.inspect_notebook(os.fspath(notebook_path)))
 
 
-def check_parameters(planned: list[Execution], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The overrides each execution gets (by name): those its notebook declares.
+def check_parameters(planned: list[Execution], overrides: dict[str, Any],
+                     defaults: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The parameters each execution gets over its manifest entry's (by name): the ``defaults`` that its notebook
+    declares and its manifest entry does not set (``QUIET_PARAMETERS``), then the overrides its notebook declares.
 
     Raises:
         ValueError: a manifest parameter that its notebook does not declare, or an override that no notebook of the
@@ -549,8 +568,10 @@ def check_parameters(planned: list[Execution], overrides: dict[str, Any]) -> dic
                  else "the parameters of this batch's notebooks")
         raise ValueError(f"--set {', '.join(unknown)}: no notebook of this batch has such a parameter; "
                          f"{which}: {', '.join(everywhere)}")
-    return {execution.name: {name: value for name, value in overrides.items()
-                             if name in declared.get(execution.name, overrides)} for execution in planned}
+    return {execution.name: {**{name: value for name, value in (defaults or {}).items()
+                                if name in declared.get(execution.name, ()) and name not in execution.parameters},
+                             **{name: value for name, value in overrides.items()
+                                if name in declared.get(execution.name, overrides)}} for execution in planned}
 
 
 def _select(entries: list[ManifestEntry], only: str | None) -> list[ManifestEntry]:
@@ -559,9 +580,10 @@ def _select(entries: list[ManifestEntry], only: str | None) -> list[ManifestEntr
 
 def _kernel_environment(out_root: str | os.PathLike) -> dict[str, str]:
     """What the kernels inherit: one run store with the batch ($CONTRASTSEG_RUNS if set, else the batch's
-    out_root), and the data root as an absolute path (kernels run in the notebooks' folders)."""
+    out_root), the data root as an absolute path (kernels run in the notebooks' folders), and no text progress bars
+    (tqdm >= 4.66 reads ``TQDM_DISABLE`` when it is imported, as the default of ``disable``)."""
     return {RUNS_ENV: os.environ.get(RUNS_ENV) or str(Path(out_root).resolve()),
-            DATA_ENV: str(data_root().resolve())}
+            DATA_ENV: str(data_root().resolve()), "TQDM_DISABLE": "1"}
 
 
 def plan_suite(preset: str, manifest_path: str | os.PathLike = DEFAULT_MANIFEST, only: str | None = None,
@@ -573,7 +595,7 @@ def plan_suite(preset: str, manifest_path: str | os.PathLike = DEFAULT_MANIFEST,
     """
     import tempfile
 
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from contrastseg.plan import PLAN_ENV, PlannedNotebook, read_plan
 
@@ -582,14 +604,14 @@ def plan_suite(preset: str, manifest_path: str | os.PathLike = DEFAULT_MANIFEST,
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     planned = executions(_select(load_manifest(manifest_path), only), preset)
-    overrides_of = check_parameters(planned, overrides or {})
+    overrides_of = check_parameters(planned, overrides or {}, defaults=QUIET_PARAMETERS)
     notebooks = []
     with tempfile.TemporaryDirectory(prefix="contrastseg-plan-") as scratch:
         for index, execution in enumerate(tqdm(planned, desc=f"plan {preset}", unit="nb", file=sys.stderr,
                                                disable=not progress)):
             record_path = Path(scratch) / f"{index}.jsonl"
             parameters = {**execution.parameters, "results_dir": str(Path(scratch) / execution.name),
-                          "show_progress": False, **overrides_of[execution.name]}
+                          **overrides_of[execution.name]}
             error = ""
             with environ(MPLBACKEND="agg", **_kernel_environment(scratch), **{PLAN_ENV: str(record_path)}):
                 try:

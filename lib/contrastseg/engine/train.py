@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from contrastseg.config import ExperimentConfig
 from contrastseg.data import build_dataset, check_dataset_files, dataset_info
