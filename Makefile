@@ -16,7 +16,7 @@ export MPLBACKEND = agg
 # one run store for the suite, JupyterLab and the scripts (tests use their own temporary store)
 export CONTRASTSEG_RUNS ?= $(CURDIR)/runs
 
-.PHONY: setup reproduce test test-fast lab tensorboard notebooks clean-runs
+.PHONY: setup reproduce test test-fast lab tensorboard notebooks sync clean-runs
 
 setup: $(INSTALLED)
 
@@ -39,6 +39,10 @@ test-fast: $(INSTALLED)
 NOTEBOOKS ?= $(wildcard notebooks/*.ipynb notebooks/*/*.ipynb)
 notebooks: $(INSTALLED)
 	$(PY) -m contrastseg.nbtools $(NOTEBOOKS)
+
+# rewrite each notebook's py:percent pair (notebooks/jupytext.toml) from the notebook, without executing anything
+sync: $(INSTALLED)
+	$(PY) -m contrastseg.nbtools --pairs-only $(NOTEBOOKS)
 
 lab: $(INSTALLED)
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=8888 --ServerApp.root_dir=.

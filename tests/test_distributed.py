@@ -1,5 +1,6 @@
-"""Data parallelism on the CPU with gloo: synchronised BatchNorm, gradient averaging, batch shards, two-process
-training against one process, the torchrun launch from the run store, grid dispatch, the config-file CLI."""
+"""Data parallelism on the CPU with gloo: synchronised BatchNorm, gradient averaging (DistributedDataParallel and the
+flattened all-reduce), batch shards, two-process training against one process (supervised and semi-supervised), the
+torchrun launch from the run store, grid dispatch, the config-file CLI."""
 
 import json
 import subprocess
@@ -12,13 +13,20 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from torch.nn.parallel import DistributedDataParallel
+
 from contrastseg import runs
-from contrastseg.config import smoke
+from contrastseg.config import MASK_CLASSIFICATION_SETTINGS, smoke
+from contrastseg.data import dataset_info
 from contrastseg.engine.batching import StepBatchSampler
 from contrastseg.engine.checkpoint import load_checkpoint
-from contrastseg.engine.distributed import CpuSyncBatchNorm, Distributed, convert_sync_batchnorm
-from contrastseg.engine.train import read_log
+from contrastseg.engine.distributed import (GRADIENT_SYNC_ENV, GRADIENT_SYNCS, CpuSyncBatchNorm, Distributed,
+                                            convert_sync_batchnorm)
+from contrastseg.engine.train import (TrainingLoss, build_model, build_optimizer, build_training_loss, read_log,
+                                      training_loader, training_step)
+from contrastseg.objectives import CrossEntropyObjective
 from contrastseg.train import read_config
+from test_benchmarks import BENCHMARKS, load as load_benchmark
 
 WORLD = 2
 TINY = dict(steps=4, checkpoint_every=2, num_train=16, num_val=8, batch_size=4, image_size=64, num_threads=1,
@@ -125,6 +133,7 @@ def test_two_processes_under_torchrun_match_one_process(runs_root):
     one = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS), progress=False)
     two = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS, num_devices=2), progress=False)
     assert two.metrics["num_devices"] == 2 and one.metrics.get("num_devices", 1) == 1
+    assert two.metrics["gradient_sync"] == "ddp" and "gradient_sync" not in one.metrics
     assert (two.run_dir / runs.TRAIN_LOG_NAME).exists()  # trained by the torchrun subprocess
     one_losses = [step["loss"] for step in one.log()]
     two_losses = [step["loss"] for step in two.log()]
@@ -137,14 +146,156 @@ def test_two_processes_under_torchrun_match_one_process(runs_root):
 
 
 @pytest.mark.multiprocess
-def test_one_update_on_two_processes_equals_the_update_on_one(runs_root):
+@pytest.mark.parametrize("gradient_sync", GRADIENT_SYNCS)
+def test_one_update_on_two_processes_equals_the_update_on_one(runs_root, monkeypatch, gradient_sync):
+    monkeypatch.setenv(GRADIENT_SYNC_ENV, gradient_sync)  # the torchrun processes inherit it
     one = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS | dict(steps=1)), progress=False)
     two = runs.get_or_train(smoke(**WITHOUT_RANDOMNESS | dict(steps=1, num_devices=2)), progress=False)
+    assert two.metrics["gradient_sync"] == gradient_sync
     one_weights = load_checkpoint(one.checkpoint)["model"]
     two_weights = load_checkpoint(two.checkpoint)["model"]
     for name, value in one_weights.items():  # the first batch has 7 and 25 ignored pixels of 8192 per process
         torch.testing.assert_close(two_weights[name].float(), value.float(), atol=2e-5, rtol=1e-3, msg=name)
     assert two.metrics["val"]["miou"] == pytest.approx(one.metrics["val"]["miou"], abs=1e-3)
+
+
+@pytest.mark.multiprocess
+def test_a_semi_supervised_run_on_two_processes_matches_one_process(tmp_path, monkeypatch):
+    # RC²L: the student runs twice in one DDP forward (labeled, strong views), the EMA teacher outside DDP, the
+    # objective's region projector averaged with the model; without CutMix boxes (drawn per process) and with SGD,
+    # whose update is linear in the gradient (AdamW's first steps are about lr x its sign)
+    rc2l = smoke(**WITHOUT_RANDOMNESS | MASK_CLASSIFICATION_SETTINGS["smoke"]
+                 | dict(method="rc2l", steps=3, cutmix_probability=0.0, optimizer="sgd"))
+    one = runs.get_or_train(rc2l, root=tmp_path / "one", progress=False)
+    two = {}
+    for gradient_sync in GRADIENT_SYNCS:
+        monkeypatch.setenv(GRADIENT_SYNC_ENV, gradient_sync)
+        two[gradient_sync] = runs.get_or_train(rc2l.replace(num_devices=2), root=tmp_path / gradient_sync,
+                                               progress=False)
+        assert two[gradient_sync].metrics["gradient_sync"] == gradient_sync
+    # the set loss normalises over each process's matched queries, so the terms differ from one process's in the
+    # fourth digit; the region losses are zero this early (the teacher keeps no region), the projector is used
+    for name in ("loss", "rcc", "smc", "rmc", "rfc"):
+        assert [step[name] for step in two["ddp"].log()] == pytest.approx([step[name] for step in one.log()],
+                                                                        rel=2e-3, abs=1e-6), name
+    states = {name: load_checkpoint(run.checkpoint) for name, run in [("one", one), *two.items()]}
+    for part in ("model", "objective", "teacher"):
+        assert list(states["ddp"][part]) == list(states["one"][part])  # a plain model's keys: no "module." prefix
+        for name, value in states["allreduce"][part].items():  # DDP's update is the flattened all-reduce's
+            torch.testing.assert_close(states["ddp"][part][name], value, atol=1e-7, rtol=1e-6, msg=f"{part}: {name}")
+        for name, value in states["one"][part].items():
+            torch.testing.assert_close(states["ddp"][part][name].float(), value.float(), atol=5e-4, rtol=1e-3,
+                                       msg=f"{part}: {name}")
+    assert two["ddp"].load_model(teacher=True)
+
+
+class HalfUsedParameterObjective(CrossEntropyObjective):
+    """CE + a term ``scale`` x mean logit whose parameter ``scale`` only process 0 reaches (process 1 detaches it),
+    and a parameter ``never`` that no process uses."""
+
+    def __init__(self, num_classes, ignore_index=255):
+        super().__init__(num_classes, ignore_index)
+        self.scale = nn.Parameter(torch.ones(()))
+        self.never = nn.Parameter(torch.ones(3))
+        self.mean_logit = None
+
+    def forward(self, outputs, labels, step, unlabeled=None):
+        terms = super().forward(outputs, labels, step)
+        self.mean_logit = outputs["logits"].float().mean()
+        scale = self.scale if dist.get_rank() == 0 else self.scale.detach()
+        terms["scaled"] = scale * self.mean_logit
+        return terms
+
+    def weights(self, step):
+        return super().weights(step) | {"scaled": 1.0}
+
+
+def _half_used_worker(rank, images, labels, out_path):
+    cfg = smoke(**WITHOUT_RANDOMNESS)
+    share = slice(rank * 2, (rank + 1) * 2)
+    saved = {}
+    for gradient_sync in GRADIENT_SYNCS:
+        world = Distributed(rank, WORLD, rank, gradient_sync)
+        torch.manual_seed(0)
+        model = convert_sync_batchnorm(build_model(cfg), torch.device("cpu"))
+        objective = HalfUsedParameterObjective(dataset_info(cfg.dataset).num_classes)
+        optimizer = build_optimizer(cfg, [*model.parameters(), *objective.parameters()])
+        forward = build_training_loss(cfg, model, objective, torch.device("cpu"), world)
+        values = training_step(model, objective, optimizer, images[share], labels[share], step=0, lr=cfg.lr,
+                               amp=False, forward=forward, world=world)
+        saved[gradient_sync] = {"wrapped": isinstance(forward, DistributedDataParallel), "values": values,
+                                "model": model.state_dict(), "scale": objective.scale.detach().clone(),
+                                "scale_grad": objective.scale.grad, "never_grad": objective.never.grad,
+                                "mean_logit": objective.mean_logit.detach()}
+    torch.save(saved, f"{out_path}.{rank}")
+
+
+@pytest.mark.multiprocess
+def test_ddp_and_the_all_reduce_give_the_same_update_also_to_a_parameter_used_on_one_process(tmp_path):
+    cfg = smoke(**WITHOUT_RANDOMNESS)
+    images, labels = next(iter(training_loader(cfg, 0, torch.device("cpu"))[0]))
+    in_processes(_half_used_worker, tmp_path, images, labels, str(tmp_path / "half"))
+    parts = [torch.load(f"{tmp_path / 'half'}.{rank}") for rank in range(WORLD)]
+    for part in parts:
+        assert part["ddp"]["wrapped"] and not part["allreduce"]["wrapped"]
+    # process 0's gradient of scale is its mean logit, process 1 counts as zero: every process gets half of it
+    expected = parts[0]["ddp"]["mean_logit"] / WORLD
+    for part in parts:
+        for gradient_sync in GRADIENT_SYNCS:
+            torch.testing.assert_close(part[gradient_sync]["scale_grad"], expected)
+            torch.testing.assert_close(part[gradient_sync]["scale"], 1 - cfg.lr * (expected + cfg.weight_decay))
+            assert part[gradient_sync]["never_grad"] is None  # no process used it: no gradient, as in one process
+        assert part["ddp"]["values"] == part["allreduce"]["values"]
+        for name, value in part["allreduce"]["model"].items():  # equal up to the order of float additions
+            torch.testing.assert_close(part["ddp"]["model"][name], value, atol=1e-7, rtol=1e-6, msg=name)
+    for name, value in parts[0]["ddp"]["model"].items():  # DDP's reduced gradients are the same on each process
+        assert torch.equal(parts[1]["ddp"]["model"][name], value), name
+
+
+def _compiled_worker(rank, images, labels, out_path):
+    from contrastseg.engine import speed
+
+    speed.COMPILE_BACKEND = "eager"  # inductor needs a C++ compiler; dynamo's DDP graph splitting is the same
+    share = slice(rank * 2, (rank + 1) * 2)
+    saved = {}
+    for compiled in (False, True):
+        cfg = smoke(**WITHOUT_RANDOMNESS, compile=compiled)
+        world = Distributed(rank, WORLD, rank)
+        torch.manual_seed(0)
+        model = convert_sync_batchnorm(build_model(cfg), torch.device("cpu"))
+        objective = CrossEntropyObjective(dataset_info(cfg.dataset).num_classes)
+        optimizer = build_optimizer(cfg, model.parameters())
+        forward = build_training_loss(cfg, model, objective, torch.device("cpu"), world)
+        for step in range(2):
+            training_step(model, objective, optimizer, images[share], labels[share], step=step, lr=cfg.lr, amp=False,
+                          forward=forward, world=world)
+        saved[compiled] = {"model": model.state_dict(), "compiled": type(forward.module.run_student).__name__}
+    torch.save(saved, f"{out_path}.{rank}")
+
+
+@pytest.mark.multiprocess
+def test_a_compiled_student_trains_through_ddp_as_the_plain_one(tmp_path):
+    images, labels = next(iter(training_loader(smoke(**WITHOUT_RANDOMNESS), 0, torch.device("cpu"))[0]))
+    in_processes(_compiled_worker, tmp_path, images, labels, str(tmp_path / "compiled"))
+    for rank in range(WORLD):
+        part = torch.load(f"{tmp_path / 'compiled'}.{rank}")
+        assert part[True]["compiled"] == "OptimizedModule" and part[False]["compiled"] != "OptimizedModule"
+        assert list(part[True]["model"]) == list(part[False]["model"])  # no "_orig_mod." prefix
+        for name, value in part[False]["model"].items():
+            torch.testing.assert_close(part[True]["model"][name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_a_world_of_one_wraps_nothing_and_the_gradient_sync_is_checked(monkeypatch):
+    model = nn.Linear(2, 2)
+    loss = TrainingLoss(model, CrossEntropyObjective(2))
+    for gradient_sync in GRADIENT_SYNCS:
+        assert Distributed(gradient_sync=gradient_sync).data_parallel(loss, torch.device("cpu")) is loss
+    assert list(loss.state_dict()) == ["student.weight", "student.bias"]  # the compiled form is not a submodule
+    monkeypatch.setenv(GRADIENT_SYNC_ENV, "allreduce")
+    assert Distributed.from_environment("cpu")[0].gradient_sync == "allreduce"
+    monkeypatch.setenv(GRADIENT_SYNC_ENV, "nccl")
+    with pytest.raises(ValueError, match=f"{GRADIENT_SYNC_ENV}='nccl'.*valid: ddp, allreduce"):
+        Distributed.from_environment("cpu")
 
 
 def test_sync_batchnorm_refuses_batchnorm_subclasses_it_would_change():
@@ -230,3 +381,29 @@ def test_no_torchrun_environment_is_a_world_of_one(monkeypatch):
     world, device = Distributed.from_environment("cpu")
     assert (world.world_size, world.rank, world.is_main, device.type) == (1, 0, True, "cpu")
     assert not dist.is_initialized()
+
+
+STEP_TIME = BENCHMARKS / "step_time.py"
+
+
+@pytest.mark.multiprocess
+def test_step_time_compares_ddp_with_the_all_reduce_under_torchrun(tmp_path):
+    out = tmp_path / "step_time.json"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}",
+                    str(STEP_TIME), "--preset", "smoke", "--device", "cpu", "--threads", "1", "--steps", "2",
+                    "--warmup", "1", "--methods", "ce", "rc2l", "--gradient-sync", *GRADIENT_SYNCS, "--out", str(out)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["processes"] == WORLD and result["batch_size"] == 8  # the global batch, 4 images per process
+    assert [(row["method"], row["gradient_sync"]) for row in result["rows"]] == [
+        ("ce [ddp]", "ddp"), ("ce [allreduce]", "allreduce"), ("rc2l [ddp]", "ddp"), ("rc2l [allreduce]", "allreduce")]
+    for row in result["rows"]:
+        assert len(row["times_ms"]) == 2 and row["median_ms"] > 0
+        assert row["images_per_second"] == pytest.approx(8 / (row["median_ms"] / 1000), rel=1e-9)
+    assert result["command"].startswith(f"torchrun --nproc-per-node {WORLD} ")
+
+
+def test_step_time_refuses_a_gradient_sync_without_torchrun(capsys):
+    with pytest.raises(SystemExit):
+        load_benchmark("step_time").main(["--preset", "smoke", "--device", "cpu", "--gradient-sync", *GRADIENT_SYNCS])
+    assert "under torchrun" in capsys.readouterr().err

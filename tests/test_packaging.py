@@ -105,3 +105,51 @@ def test_a_missing_dependency_of_an_installed_package_keeps_its_own_error(monkey
     monkeypatch.setattr("importlib.import_module", broken_import)
     with pytest.raises(ModuleNotFoundError, match="a_dependency"):
         import_notebooks_package("seaborn", "plot_per_class_iou")
+
+
+INSTALLED_LIBRARY_SCRIPT = """
+import json, sys
+import contrastseg, torch
+from contrastseg import runs
+from contrastseg.config import smoke
+result = runs.get_or_train(smoke(steps=2, num_train=8, num_val=4), progress=False)
+print(json.dumps({"contrastseg": contrastseg.__file__, "torch": torch.__file__, "miou": result.metrics["val"]["miou"]}))
+"""
+
+
+@pytest.mark.multiprocess
+def test_pip_install_beside_another_projects_torch_keeps_that_torch_and_trains(tmp_path):
+    """``pip install .`` (not editable) into a fresh environment that already has torch and torchvision (here: this
+    test's environment, reached through a ``.pth`` file, standing for another project's) installs the library
+    without touching that torch, and the installed copy trains a run. Offline: the wheel is built from a copy of the
+    sources and installed with ``--no-index``, so every dependency must already be satisfied."""
+    import sysconfig
+    import shutil
+
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "lib", source / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(tmp_path / "wheel"),
+                            str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    new_site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   capture_output=True, text=True, check=True).stdout.strip())
+    (new_site / "other_project.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = subprocess.run([*pip, "--python", str(python), "install", "--no-index",
+                                *map(str, (tmp_path / "wheel").glob("contrastseg-*.whl"))],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    assert not (new_site / "torch").exists() and not (new_site / "torchvision").exists()
+    trained = subprocess.run([python, "-c", INSTALLED_LIBRARY_SCRIPT], capture_output=True, text=True, timeout=600,
+                             cwd=tmp_path, env={**os.environ, "CONTRASTSEG_RUNS": str(tmp_path / "runs"),
+                                                "PYTHONPATH": "", "MPLBACKEND": "agg"})
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    report = json.loads(trained.stdout.strip().splitlines()[-1])
+    assert report["contrastseg"].startswith(str(new_site))
+    assert report["torch"].startswith(sysconfig.get_paths()["purelib"])
+    assert 0.0 <= report["miou"] <= 1.0

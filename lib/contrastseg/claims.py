@@ -35,6 +35,7 @@ import torch
 from contrastseg import runs, tables
 from contrastseg.config import ExperimentConfig
 from contrastseg.config import preset as preset_config
+from contrastseg.export import deployment_costs
 from contrastseg.methods import METHODS, method_named
 from contrastseg.paths import REPOSITORY
 
@@ -391,24 +392,12 @@ def why_rows(weights: tuple[float, ...] = TUNING_WEIGHTS, steps: int = 300, long
 def inference_cost(cfg: ExperimentConfig) -> dict:
     """Parameters and FLOPs of the deployed model of ``cfg``: the parameters the prediction depends on (those that
     get a gradient from the class scores of an eval-mode forward pass; projection heads, auxiliary heads and an
-    objective's own modules do not) and the forward FLOPs of one ``image_size`` image (``torch.utils.flop_counter``).
+    objective's own modules do not), all the model's parameters, and the forward FLOPs of one ``image_size`` image
+    (``torch.utils.flop_counter``); from ``export.deployment_costs``.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from contrastseg.engine.evaluate import class_probabilities
-    from contrastseg.engine.train import build_model
-
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    image = torch.rand(1, 3, cfg.image_size, cfg.image_size)
-    scores = class_probabilities(model(image))
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    gradients = torch.autograd.grad(scores.sum(), parameters, allow_unused=True)
-    used = sum(p.numel() for p, g in zip(parameters, gradients) if g is not None)
-    with FlopCounterMode(display=False) as counter:  # (under no_grad the module tracker fails on attention)
-        model(image)
-    return {"parameters": int(used), "all_parameters": int(sum(p.numel() for p in model.parameters())),
-            "flops": float(counter.get_total_flops())}
+    costs = deployment_costs(cfg)
+    return {"parameters": costs["prediction_parameters"], "all_parameters": costs["model_parameters"],
+            "flops": costs["deployed_flops"]}
 
 
 def inference_costs(rows: dict[str, dict], preset: str) -> pd.DataFrame:

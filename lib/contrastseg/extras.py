@@ -14,7 +14,7 @@ from types import ModuleType
 
 NOTEBOOKS_INSTALL = "pip install 'contrastseg[notebooks]'"
 NOTEBOOKS_PACKAGES = ("papermill", "jupyterlab", "ipywidgets", "seaborn", "openTSNE", "nbformat", "ipykernel",
-                      "nbclient", "nbconvert", "IPython")
+                      "nbclient", "nbconvert", "IPython", "jupytext")
 """The modules that come with the notebooks extra (import names), none of them imported by the core modules."""
 
 

@@ -1,10 +1,10 @@
-"""Named results of a notebook: recorded in its outputs, saved as JSON and PNG files, read back.
+"""Named results of a notebook: recorded in its outputs, saved as JSON and figure files, read back.
 
 A notebook ends with a results cell::
 
     record("miou", miou)                          # a display output that papermill and nbval both keep
     save_results(results_dir, {"miou": miou, "per_class": per_class})
-    save_figure(fig, results_dir, "predictions")
+    save_figure(fig, results_dir, "predictions")   # predictions.png, and predictions.pdf for a paper
 
 ``results_dir`` is a notebook parameter. The suite (`contrastseg.suite`) injects its own folder; an empty string
 means "write nothing", which keeps a plain run in JupyterLab free of side effects. A notebook that wants files when
@@ -14,6 +14,13 @@ Values are made JSON-able (NumPy and torch scalars and arrays become numbers and
 floats are rounded to ``ndigits`` decimals, so that outputs compared by nbval do not change in the last float bits
 (CPU runs differ by about 1e-6 between thread counts or CPUs; 3 decimals absorb that). Non-finite floats become the
 strings ``"nan"``, ``"inf"`` and ``"-inf"``.
+
+Figures are saved as a PNG at a modest resolution, which the report embeds, and in vector forms for papers
+(``VECTOR_FORMATS``: PDF by default, SVG on request): text and lines stay sharp at any size, while scatters of many
+points (``contrastseg.viz.plot_embedding`` above ``RASTERIZED_POINTS``) are embedded as an image of
+``VECTOR_RASTER_DPI``, so that a t-SNE map of 100,000 points stays a file of under a MB. The vector files
+carry no creation date and SVG element ids are seeded by the figure's name, so saving the same figure again writes
+the same bytes.
 """
 
 from __future__ import annotations
@@ -22,13 +29,20 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from contrastseg.extras import import_notebooks_package
 from contrastseg.paths import runs_root
 
 RECORD_MIME = "application/vnd.contrastseg.record+json"
 RESULTS_FILE = "results.json"
+VECTOR_FORMATS = ("pdf", "svg")
+"""The vector forms ``save_figure`` can write beside the PNG."""
+DEFAULT_VECTOR_FORMATS = ("pdf",)
+"""What ``save_figure`` writes beside the PNG unless told otherwise: PDF, which LaTeX includes as it is."""
+VECTOR_RASTER_DPI = 300
+"""Resolution of the parts of a vector figure drawn as an image (``rasterized`` artists, such as large scatters)."""
+VECTOR_METADATA = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}  # no date: the same figure, the same bytes
 
 
 def jsonable(value: Any, ndigits: int | None = 3) -> Any:
@@ -116,22 +130,41 @@ def load_results(results_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def save_figure(fig, results_dir: str | os.PathLike, name: str, dpi: int = 80) -> Path | None:
-    """Save a matplotlib figure as ``results_dir/<name>.png`` and return its path (None when results_dir is empty).
+def save_figure(fig, results_dir: str | os.PathLike, name: str, dpi: int = 80,
+                vector_formats: Sequence[str] = DEFAULT_VECTOR_FORMATS) -> Path | None:
+    """Save a matplotlib figure as ``results_dir/<name>.png`` and, beside it, as ``<name>.<format>`` for each of
+    ``vector_formats`` (``VECTOR_FORMATS``; ``()`` for none); return the PNG's path (None when results_dir is
+    empty, which writes nothing).
 
-    A modest ``dpi`` and a tight bounding box keep the files, and the report that embeds them, small.
+    A modest ``dpi`` and a tight bounding box keep the PNG files, and the report that embeds them, small.
+
+    Raises:
+        ValueError: for a format that is not one of ``VECTOR_FORMATS``, before anything is written.
     """
+    unknown = [fmt for fmt in vector_formats if fmt not in VECTOR_FORMATS]
+    if unknown:
+        raise ValueError(f"unknown vector format(s) {', '.join(map(repr, unknown))}; valid formats: "
+                         f"{', '.join(VECTOR_FORMATS)}")
     if not results_dir:
         return None
+    import matplotlib
+
     folder = Path(results_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (name if name.endswith(".png") else f"{name}.png")
+    stem = name.removesuffix(".png")
+    path = folder / f"{stem}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    for fmt in vector_formats:
+        with matplotlib.rc_context({"svg.hashsalt": stem}):
+            fig.savefig(folder / f"{stem}.{fmt}", format=fmt, dpi=VECTOR_RASTER_DPI, bbox_inches="tight",
+                        metadata=VECTOR_METADATA[fmt])
     return path
 
 
-def show_figure(fig, results_dir: str | os.PathLike, name: str, dpi: int = 72) -> None:
-    """Save a figure like ``save_figure``, display it once as a PNG of the same ``dpi``, and close it.
+def show_figure(fig, results_dir: str | os.PathLike, name: str, dpi: int = 72,
+                vector_formats: Sequence[str] = DEFAULT_VECTOR_FORMATS) -> None:
+    """Save a figure like ``save_figure`` (with its vector forms), display it once as a PNG of the same ``dpi``, and
+    close it.
 
     Notebooks end their figure cells with this call, so the committed outputs hold one small PNG per figure and no
     file path.
@@ -142,7 +175,7 @@ def show_figure(fig, results_dir: str | os.PathLike, name: str, dpi: int = 72) -
 
     ipython_display = import_notebooks_package("IPython.display", "show_figure")
 
-    save_figure(fig, results_dir, name, dpi=dpi)
+    save_figure(fig, results_dir, name, dpi=dpi, vector_formats=vector_formats)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)

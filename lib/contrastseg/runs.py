@@ -29,6 +29,8 @@ run gets the same lock, finished-run check and ``config.json``; ``engine.train.t
 * A list on a machine with several GPUs (``dispatch_slots``, or ``slots=``) trains its runs side by side, each in a
   ``python -m contrastseg.train`` subprocess on its own GPU; its runs with ``num_devices`` > 1 train after them, one
   at a time.
+* A list with ``launcher=`` (``contrastseg.cluster.Launcher``): each unfinished run as a submitit job, on a SLURM
+  cluster or in a local subprocess; the call waits for the jobs, then reads the runs from the store.
 
 A training subprocess trains under the launching process's lock (``LOCKED_RUN_ENV``), writes its output to the run's
 ``train.log`` (whose end a failure shows), and its metrics are read back from the run's folder.
@@ -55,7 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, overload
+from typing import TYPE_CHECKING, Sequence, overload
 
 import torch
 from filelock import FileLock, Timeout
@@ -64,12 +66,16 @@ from contrastseg.config import RESULTS_FORMAT, CoreFields, ExperimentConfig
 from contrastseg.engine.checkpoint import read_json_mapping, remove_stale_temporaries, write_text_atomically
 from contrastseg.engine.distributed import TORCHRUN_VARIABLES, Distributed, resolve_device
 from contrastseg.engine.tensorboard import TENSORBOARD_DIR
+from contrastseg.export import export_run
 from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, DAMAGED_CHECKPOINT_NAME, LOG_NAME,
                                       METRICS_NAME, PREVIOUS_CHECKPOINT_NAME, TRAINING_FILES, evaluate_run,
                                       load_trained_model, read_log, read_metrics, train)
 from contrastseg.paths import runs_root
 from contrastseg.plan import placeholder_metrics, plan_file, record
 from contrastseg.provenance import UNKNOWN_COMMIT, git_commit
+
+if TYPE_CHECKING:
+    from contrastseg.cluster import Launcher
 
 PARALLEL_ENV = "CONTRASTSEG_PARALLEL_RUNS"
 TRAIN_LOG_NAME = "train.log"
@@ -139,6 +145,13 @@ class RunResult:
             raise ValueError(f"evaluate() takes only evaluation fields, got {sorted(protocol)}")
         return evaluation(cfg, self.run_dir, self.metrics, progress, teacher)["val"]
 
+    def export(self, path: str | Path, teacher: bool = False) -> Path:
+        """Write the deployed model (projection and auxiliary heads dropped) into the folder ``path``: a
+        ``torch.export`` program (``model.pt2``), its plain state dict (``state_dict.pt``) and its architecture
+        (``model.json``); ``contrastseg.export`` says what each holds. With ``teacher``, the EMA teacher of a
+        semi-supervised run. Returns ``path``."""
+        return export_run(self, path, teacher=teacher)
+
 
 def describe_provenance(results: list[RunResult]) -> str:
     """One sentence on the runs that were trained at another commit than the code now running ("" when none)."""
@@ -189,15 +202,17 @@ def _stored_evaluation(path: Path) -> dict | None:
 
 @overload
 def get_or_train(configs: ExperimentConfig, *, root: str | Path | None = None, progress: bool = True,
-                 force: bool = False, run_dir: str | Path | None = None, slots: None = None) -> RunResult: ...
+                 force: bool = False, run_dir: str | Path | None = None, slots: None = None,
+                 launcher: None = None) -> RunResult: ...
 
 
 @overload
 def get_or_train(configs: Sequence[ExperimentConfig], *, root: str | Path | None = None, progress: bool = True,
-                 force: bool = False, run_dir: None = None, slots: Sequence[str] | None = None) -> list[RunResult]: ...
+                 force: bool = False, run_dir: None = None, slots: Sequence[str] | None = None,
+                 launcher: Launcher | None = None) -> list[RunResult]: ...
 
 
-def get_or_train(configs, *, root=None, progress=True, force=False, run_dir=None, slots=None):
+def get_or_train(configs, *, root=None, progress=True, force=False, run_dir=None, slots=None, launcher=None):
     """Return the run of each config from the store, training (or resuming) it first if it has not finished.
 
     The one way into training. Under the run folder's lock, a finished run (``metrics.json``) is returned as it is;
@@ -208,7 +223,10 @@ def get_or_train(configs, *, root=None, progress=True, force=False, run_dir=None
       this call starts (``python -m torch.distributed.run --standalone ... -m contrastseg.train``).
     * A list of configs: each run once, one after the other as for one config, or, with two or more ``slots``,
       side by side: each run with ``num_devices`` == 1 in a ``python -m contrastseg.train`` subprocess on a free
-      slot, then each run with ``num_devices`` > 1 alone (under torchrun, on every device).
+      slot, then each run with ``num_devices`` > 1 alone (under torchrun, on every device). With a ``launcher``,
+      each run that has not finished is a job of its own (``contrastseg.cluster``): the call submits the jobs,
+      waits for them, and returns the runs as their jobs trained them (``Launcher.job_config``: ``device="auto"``
+      resolved for the job's node).
 
     A subprocess's output goes to the run's ``train.log``, whose last lines a failure shows. In a dry run
     (``$CONTRASTSEG_PLAN``, ``contrastseg.plan``) nothing trains: each config is recorded and gets placeholder
@@ -226,6 +244,8 @@ def get_or_train(configs, *, root=None, progress=True, force=False, run_dir=None
         slots: with a list, one ``CUDA_VISIBLE_DEVICES`` value per concurrent run, e.g. ["0", "1", "2", "3"]; ""
             is a CPU slot. Default ``dispatch_slots()``: one per GPU when there are several, else none. Fewer than
             two slots train the runs one after the other in this process.
+        launcher: with a list, a ``contrastseg.cluster.Launcher`` ("slurm" or "local") that trains the unfinished
+            runs as submitit jobs; not with ``slots`` or ``force``.
 
     Returns:
         For one config its RunResult; for a list one RunResult per config, in order. Each holds the metrics of its
@@ -233,17 +253,30 @@ def get_or_train(configs, *, root=None, progress=True, force=False, run_dir=None
 
     Raises:
         ValueError: a run's ``metrics.json`` is damaged (the message names it); ``run_dir`` with a list, or
-            ``slots`` with one config.
-        RuntimeError: a training subprocess failed (the message holds the end of its ``train.log``).
+            ``slots`` or ``launcher`` with one config; ``launcher`` with ``slots`` or ``force``.
+        RuntimeError: a training subprocess failed (the message holds the end of its ``train.log``), or a job of
+            the launcher ended without finishing its run (the message holds the end of its stderr).
     """
     if isinstance(configs, CoreFields):  # one config (an ExperimentConfig, or a class with more methods)
         if slots is not None:
             raise ValueError("slots are for a list of configs; one config trains in this process")
+        if launcher is not None:
+            raise ValueError("launcher is for a list of configs; one config trains in this process")
         return _get_or_train_run(configs, root, progress, force, run_dir)
     if run_dir is not None:
         raise ValueError("run_dir is for one config; the runs of a list train in their folders of the store")
-    return _get_or_train_runs(list(configs), root, progress, force,
-                              dispatch_slots() if slots is None else list(slots))
+    if launcher is not None and (slots is not None or force):
+        raise ValueError("launcher trains each run as a job of its own: not with slots, nor with force (delete the "
+                         "runs' folders of the store to train them afresh)")
+    configs = list(configs)
+    if launcher is not None and plan_file() is None:
+        configs = launcher.train(configs, root)
+    return _get_or_train_runs(configs, root, progress, force, dispatch_slots() if slots is None else list(slots))
+
+
+def has_finished(run_dir: Path) -> bool:
+    """True when the run in ``run_dir`` has finished (its ``metrics.json`` is there; written last, atomically)."""
+    return (Path(run_dir) / METRICS_NAME).is_file()
 
 
 def _get_or_train_runs(configs: list[ExperimentConfig], root: str | Path | None, progress: bool, force: bool,
@@ -266,7 +299,7 @@ def _get_or_train_runs(configs: list[ExperimentConfig], root: str | Path | None,
         finally:
             free.put(slot)
 
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     side_by_side = [cfg for cfg in distinct if cfg.num_devices == 1]
     trained = {}

@@ -8,6 +8,8 @@ Usage::
     python -m contrastseg.suite --preset demo --set steps=200  # a parameter for every notebook (YAML value)
     python -m contrastseg.suite --preset smoke --cell-timeout 600  # stop any cell that runs longer than 10 minutes
     python -m contrastseg.suite --preset paper --dry-run   # the plan: runs, data needed, estimated GPU hours
+    python -m contrastseg.suite --preset paper --launcher slurm --slurm-partition gpu --slurm-time 8:00:00
+                                                           # each missing run as a SLURM job; rerun to continue
 
 The manifest (``notebooks/manifest.yaml``) is a YAML list; each entry names a notebook, relative to the manifest's
 folder or to its parent (the repository root), a title, and optional extra parameters per preset::
@@ -22,11 +24,14 @@ and passes ``results_dir=<out>/<preset>/<stem>/`` (an absolute path), where the 
 its figures (`contrastseg.results`). Injected parameters: ``preset``, ``results_dir``, the manifest's parameters
 for that preset, then those of ``--set`` (``overrides``), which win, in each notebook that declares them. A manifest
 parameter that its notebook does not declare, or a ``--set`` name that no notebook of the batch declares, is an error
-before anything runs, listing the valid names. Every notebook runs in this one Python process through
-``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 s for the papermill CLI), with the
-``python3`` kernel and the notebook's folder as its working directory. A cell that runs longer than the cell timeout
-(``--cell-timeout``, default per preset: ``CELL_TIMEOUTS``) is stopped: its notebook fails, named with the cell, and
-the batch goes on.
+before anything runs, listing the valid names. The executed copies hold no progress bars (in their HTML they would
+be a red wall of stderr, one output per refresh): each notebook that declares ``show_progress`` gets it ``False``
+(``QUIET_PARAMETERS``, unless the manifest or ``--set`` say otherwise), and the kernels run with ``TQDM_DISABLE=1``,
+which turns off the text bars that other packages start without an explicit ``disable``. Every notebook runs in
+this one Python process through ``papermill.execute_notebook`` (about 1 s of overhead each, against 3.5 s for the
+papermill CLI), with the ``python3`` kernel and the notebook's folder as its working directory. A cell that runs
+longer than the cell timeout (``--cell-timeout``, default per preset: ``CELL_TIMEOUTS``) is stopped: its notebook
+fails, named with the cell, and the batch goes on.
 
 Resume: after each notebook a stamp (``.suite_stamp.json`` in its results folder) records a hash of the notebook's
 cell sources and injected parameters, the key of every run the notebook used (``runs.USED_RUNS_ENV``), the keys of
@@ -41,6 +46,14 @@ The paper preset runs each notebook once per paper setting that its manifest ent
 the executed copy is ``<stem>@<data set>-<model>.ipynb``. Entries without settings are not part of the paper batch.
 ``--dry-run`` trains nothing: it executes every notebook with ``$CONTRASTSEG_PLAN`` set (``contrastseg.plan``), so
 each lists its runs, and prints the plan: runs per notebook, estimated GPU hours, and the data sets needed.
+
+``--launcher slurm`` trains the batch's runs on a SLURM cluster before any notebook executes (``launch_batch``,
+``contrastseg.cluster``): the dry run lists the runs, each one the store has not finished is submitted as a job of its
+own through submitit (its job id recorded in ``cluster_job.json`` of the run's folder), the command prints one line
+per run and exits. The same command again submits nothing for a run whose job is queued or running, resubmits a run
+whose job failed or was cancelled (and says which job ended how), and once every planned run has finished it executes
+the notebooks as above, which then read the runs from the store. ``--launcher local`` does the same with a subprocess
+per run on this machine. The ``--slurm-*`` flags set each job's resources (``cluster.Launcher``).
 
 A failing notebook does not stop the batch. At the end the batch prints each failure (notebook, cell, error), writes
 ``<out>/<preset>/suite.json`` and ``<out>/<preset>/report.html`` (`contrastseg.report`, which also converts each
@@ -65,6 +78,7 @@ from contrastseg.extras import import_notebooks_package
 from contrastseg.overrides import parse_overrides
 from contrastseg.paths import DATA_ENV, RUNS_ENV, data_root, environ
 from contrastseg.report import write_report
+from contrastseg.results import RESULTS_FILE, VECTOR_FORMATS
 from contrastseg.runs import FRESH_SINCE_ENV, USED_RUNS_ENV
 
 PRESETS = ("smoke", "demo", "paper")
@@ -73,6 +87,10 @@ STAMP_FILE = ".suite_stamp.json"
 USED_RUNS_FILE = ".used_runs.jsonl"
 KERNEL_NAME = "python3"
 RESERVED_PARAMETERS = ("preset", "results_dir")
+QUIET_PARAMETERS = {"show_progress": False}
+"""Injected into each notebook that declares them, under the manifest's and ``--set``'s values: the library's
+progress bars (``progress=show_progress``) stay out of the executed copies. In JupyterLab a notebook keeps its own
+default (``True``), and the bars are widgets there (``tqdm.auto``)."""
 CELL_TIMEOUTS = {"smoke": 3600, "demo": 7 * 24 * 3600, "paper": 30 * 24 * 3600}
 """Per preset, the default ``--cell-timeout`` in seconds: a cell that runs longer is stopped and fails its notebook.
 Far above any honest cell: the longest smoke cell (the claims ledger's training) takes minutes on a 2-core CPU; a
@@ -227,13 +245,21 @@ def executions(entries: list[ManifestEntry], preset: str) -> list[Execution]:
 
 
 def _find_manifest(path: Path) -> Path:
+    """``path``; for the default path, run from outside the repository, the manifest of the checkout that holds this
+    package (an editable install). An installed package has no notebooks: the error says so and what to do."""
     if path.is_file():
         return path
-    # the default path, run from outside the repository: the manifest next to this (editable) package
     fallback = Path(__file__).resolve().parents[2] / DEFAULT_MANIFEST
-    if not path.is_absolute() and os.fspath(path) == DEFAULT_MANIFEST and fallback.is_file():
+    if path.is_absolute() or os.fspath(path) != DEFAULT_MANIFEST:
+        raise FileNotFoundError(f"manifest not found: {path}")
+    if fallback.is_file():
         return fallback
-    raise FileNotFoundError(f"manifest not found: {path}")
+    raise FileNotFoundError(
+        f"manifest not found: {DEFAULT_MANIFEST} is neither in the current folder ({Path.cwd()}) nor in a checkout "
+        f"around the installed package ({Path(__file__).resolve().parent}). The notebooks are not part of the "
+        f"installed package (pip install . installs the library alone): run the suite from a clone of the "
+        f"repository (git clone, then pip install -e '.[notebooks]' and python -m contrastseg.suite in it), or pass "
+        f"--manifest PATH to the manifest.yaml of a checkout.")
 
 
 def _resolve_notebook(name: str, manifest_dir: Path) -> Path:
@@ -326,10 +352,11 @@ def _write_stamp(results_dir: Path, stamp: dict) -> None:
 
 
 def _clear_results(results_dir: Path) -> None:
-    """Remove what a previous run of this notebook left: the stamp, results.json and figures."""
+    """Remove what a previous run of this notebook left: the stamp, results.json and figures (PNG and vector)."""
     if not results_dir.is_dir():
         return
-    for path in [results_dir / STAMP_FILE, results_dir / "results.json", *results_dir.glob("*.png")]:
+    figures = [path for suffix in ("png", *VECTOR_FORMATS) for path in results_dir.glob(f"*.{suffix}")]
+    for path in [results_dir / STAMP_FILE, results_dir / RESULTS_FILE, *figures]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
@@ -481,7 +508,7 @@ def run_suite(
         cell_timeout: seconds a cell may run before it is stopped and fails its notebook (the batch goes on);
             None: the preset's ``CELL_TIMEOUTS``.
     """
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
@@ -489,7 +516,7 @@ def run_suite(
     if reserved:
         raise ValueError(f"the suite sets {', '.join(reserved)} itself; it cannot be overridden")
     planned = executions(_select(load_manifest(manifest_path), only), preset)
-    overrides_of = check_parameters(planned, overrides or {})
+    overrides_of = check_parameters(planned, overrides or {}, defaults=QUIET_PARAMETERS)
     cell_timeout = CELL_TIMEOUTS[preset] if cell_timeout is None else cell_timeout
     preset_dir = Path(out_root) / preset
     preset_dir.mkdir(parents=True, exist_ok=True)
@@ -516,8 +543,10 @@ def notebook_parameters(notebook_path: str | os.PathLike) -> list[str]:
     return list(papermill.inspect_notebook(os.fspath(notebook_path)))
 
 
-def check_parameters(planned: list[Execution], overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The overrides each execution gets (by name): those its notebook declares.
+def check_parameters(planned: list[Execution], overrides: dict[str, Any],
+                     defaults: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The parameters each execution gets over its manifest entry's (by name): the ``defaults`` that its notebook
+    declares and its manifest entry does not set (``QUIET_PARAMETERS``), then the overrides its notebook declares.
 
     Raises:
         ValueError: a manifest parameter that its notebook does not declare, or an override that no notebook of the
@@ -539,8 +568,10 @@ def check_parameters(planned: list[Execution], overrides: dict[str, Any]) -> dic
                  else "the parameters of this batch's notebooks")
         raise ValueError(f"--set {', '.join(unknown)}: no notebook of this batch has such a parameter; "
                          f"{which}: {', '.join(everywhere)}")
-    return {execution.name: {name: value for name, value in overrides.items()
-                             if name in declared.get(execution.name, overrides)} for execution in planned}
+    return {execution.name: {**{name: value for name, value in (defaults or {}).items()
+                                if name in declared.get(execution.name, ()) and name not in execution.parameters},
+                             **{name: value for name, value in overrides.items()
+                                if name in declared.get(execution.name, overrides)}} for execution in planned}
 
 
 def _select(entries: list[ManifestEntry], only: str | None) -> list[ManifestEntry]:
@@ -549,9 +580,10 @@ def _select(entries: list[ManifestEntry], only: str | None) -> list[ManifestEntr
 
 def _kernel_environment(out_root: str | os.PathLike) -> dict[str, str]:
     """What the kernels inherit: one run store with the batch ($CONTRASTSEG_RUNS if set, else the batch's
-    out_root), and the data root as an absolute path (kernels run in the notebooks' folders)."""
+    out_root), the data root as an absolute path (kernels run in the notebooks' folders), and no text progress bars
+    (tqdm >= 4.66 reads ``TQDM_DISABLE`` when it is imported, as the default of ``disable``)."""
     return {RUNS_ENV: os.environ.get(RUNS_ENV) or str(Path(out_root).resolve()),
-            DATA_ENV: str(data_root().resolve())}
+            DATA_ENV: str(data_root().resolve()), "TQDM_DISABLE": "1"}
 
 
 def plan_suite(preset: str, manifest_path: str | os.PathLike = DEFAULT_MANIFEST, only: str | None = None,
@@ -563,7 +595,7 @@ def plan_suite(preset: str, manifest_path: str | os.PathLike = DEFAULT_MANIFEST,
     """
     import tempfile
 
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from contrastseg.plan import PLAN_ENV, PlannedNotebook, read_plan
 
@@ -572,14 +604,14 @@ def plan_suite(preset: str, manifest_path: str | os.PathLike = DEFAULT_MANIFEST,
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     planned = executions(_select(load_manifest(manifest_path), only), preset)
-    overrides_of = check_parameters(planned, overrides or {})
+    overrides_of = check_parameters(planned, overrides or {}, defaults=QUIET_PARAMETERS)
     notebooks = []
     with tempfile.TemporaryDirectory(prefix="contrastseg-plan-") as scratch:
         for index, execution in enumerate(tqdm(planned, desc=f"plan {preset}", unit="nb", file=sys.stderr,
                                                disable=not progress)):
             record_path = Path(scratch) / f"{index}.jsonl"
             parameters = {**execution.parameters, "results_dir": str(Path(scratch) / execution.name),
-                          "show_progress": False, **overrides_of[execution.name]}
+                          **overrides_of[execution.name]}
             error = ""
             with environ(MPLBACKEND="agg", **_kernel_environment(scratch), **{PLAN_ENV: str(record_path)}):
                 try:
@@ -643,13 +675,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "estimate of the GPU hours")
     parser.add_argument("--tflops", type=float, default=None, metavar="T",
                         help="sustained TFLOP/s per GPU assumed by the dry run's estimate")
+    add_launcher_arguments(parser)
     args = parser.parse_args(argv)
+    check_launcher_arguments(parser, args)
     try:
         overrides = parse_overrides(args.set)
     except ValueError as exc:
         parser.error(str(exc))
     if args.dry_run:
         return _dry_run(args, overrides)
+    if args.launcher:
+        status = launch_batch(args, overrides)
+        if status is not None:
+            return status
 
     try:
         result = run_suite(
@@ -672,6 +710,103 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_failures(result))
     print(f"report: {result.report_path}")
     return 0 if result.ok else 1
+
+
+def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``--launcher`` (``launch_batch``)."""
+    from contrastseg.cluster import LAUNCHERS
+
+    group = parser.add_argument_group("cluster launcher", "train the batch's runs as jobs before the notebooks run "
+                                      "(contrastseg.cluster); rerun the same command to continue")
+    group.add_argument("--launcher", choices=LAUNCHERS,
+                       help="submit each planned run that has not finished as a job (slurm: sbatch; local: a "
+                            "subprocess per run), print their states and exit; once all have finished, run the "
+                            "notebooks")
+    group.add_argument("--slurm-partition", metavar="NAME", help="the partition of every job")
+    group.add_argument("--slurm-time", metavar="TIME",
+                       help="each job's time limit: minutes, HH:MM:SS or D-HH:MM:SS (required with --launcher "
+                            "slurm)")
+    group.add_argument("--slurm-gpus-per-run", type=int, metavar="N",
+                       help="GPUs of each job, on one node (default: the run's num_devices)")
+    group.add_argument("--slurm-cpus-per-gpu", type=int, metavar="N",
+                       help="CPUs per GPU (per process for CPU runs; default: the run's num_threads + num_workers)")
+    group.add_argument("--slurm-account", metavar="NAME", help="the account every job is charged to")
+    group.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, without its dashes (e.g. mem=64G, constraint=a100, qos=high); "
+                            "repeatable")
+    group.add_argument("--slurm-folder", metavar="DIR",
+                       help="where submitit writes job scripts and logs, %%j being the job id (default: "
+                            "<runs root>/slurm/%%j; local: <runs root>/local)")
+
+
+def check_launcher_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A ``--slurm-*`` flag without ``--launcher`` is an error (it would have no effect)."""
+    given = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+             if name.startswith("slurm_") and value not in (None, [])]
+    if given and not args.launcher:
+        parser.error(f"{', '.join(given)} set(s) the jobs of --launcher; add --launcher slurm (or local)")
+
+
+def launcher_from_arguments(args: argparse.Namespace):
+    """The ``cluster.Launcher`` that ``--launcher`` and the ``--slurm-*`` flags describe.
+
+    Raises:
+        ValueError: a flag's value is invalid, or missing (``--slurm-time`` for SLURM); the message names the flag.
+    """
+    from contrastseg.cluster import Launcher, parse_extra, parse_time
+
+    return Launcher(args.launcher, time_minutes=parse_time(args.slurm_time) if args.slurm_time else None,
+                    partition=args.slurm_partition, account=args.slurm_account,
+                    gpus_per_run=args.slurm_gpus_per_run, cpus_per_gpu=args.slurm_cpus_per_gpu,
+                    extra=parse_extra(args.slurm_extra), folder=args.slurm_folder)
+
+
+def launch_batch(args: argparse.Namespace, overrides: dict[str, Any]) -> int | None:
+    """``--launcher``: plan the batch, submit each planned run that has not finished and has no active job, and
+    print a line per run. Returns the exit status when the command ends here (runs still to train: 0; bad flags or
+    manifest: 2; a run the jobs cannot train here: 1), None when every planned run has finished and the notebooks
+    are to run."""
+    from contrastseg.cluster import format_outcomes, launch
+
+    if args.fresh:
+        print("error: --fresh retrains in this process; with --launcher, delete the runs' folders of the store "
+              "to train them afresh", file=sys.stderr)
+        return 2
+    try:
+        launcher = launcher_from_arguments(args)
+        notebooks = plan_suite(args.preset, args.manifest, args.only, overrides, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    root = _kernel_environment(args.out)[RUNS_ENV]
+    configs = [cfg for notebook in notebooks for cfg in notebook.configs]
+    try:
+        outcomes = launch(configs, launcher, root)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # the scheduler refused a job
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"launcher {launcher.kind}, preset {args.preset}, runs store {Path(root) / 'store'}:")
+    print(format_outcomes(outcomes))
+    for notebook in notebooks:
+        if notebook.error:
+            print(f"planning of {notebook.name} stopped at {notebook.error}: runs it asks for after that point "
+                  f"are not in this list, and train in the notebook's own process when it runs")
+    if not all(outcome.status == "finished" for outcome in outcomes):
+        print(f"job logs under {launcher.job_folder(root)}; rerun this command to see the jobs' states, and to "
+              f"run the notebooks once every run has finished")
+        return 0
+    elsewhere = {cfg.hash() for cfg in configs if launcher.job_config(cfg).hash() != cfg.hash()}
+    if elsewhere:
+        print(f"every planned run has finished, but {len(elsewhere)} of them trained on GPUs and this machine names "
+              f"them differently (the run key holds the numerics class: device='auto' resolves here to the CPU); "
+              f"run this command on a GPU node to execute the notebooks, e.g. srun --gpus 1 python -m "
+              f"contrastseg.suite ...", file=sys.stderr)
+        return 1
+    print("every planned run has finished: running the notebooks")
+    return None
 
 
 def _dry_run(args, overrides: dict[str, Any]) -> int:

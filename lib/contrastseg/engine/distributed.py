@@ -12,13 +12,56 @@ How the work is split (the semantics a user has to know):
   process would draw at step s, with the same per-sample augmentation, so the images seen are those of
   the single-process run (``batching.StepBatchSampler``'s rank and world size). ``batch_size`` must divide by the
   number of processes.
-* Gradients are averaged over processes after each backward (``average_gradients``), over every parameter the
-  optimizer holds, model and objective alike. We do this in one flattened all-reduce rather than by wrapping the
-  model in ``DistributedDataParallel``, because a semi-supervised step runs the student twice before one backward
-  (labeled and CutMix-ed unlabeled images), which DDP's reducer does not allow, and because a parameter that got no
-  gradient on one process (a head whose term had no pixels there) must be treated alike on all of them. What is lost
-  is DDP's overlap of communication with the backward pass: one all-reduce of the gradients (260 MB for HRNet-W48 in
-  float32) per step.
+* Gradients are averaged over processes during the backward, by ``torch.nn.parallel.DistributedDataParallel``
+  (DDP), over every parameter the optimizer holds, model and objective alike (RC²L's region projector is one). DDP
+  wraps ``engine.train.TrainingLoss``, one module that holds the student model and the objective: its forward runs
+  the student on the labeled images and, for a semi-supervised method, on the CutMix-ed strong views too (both
+  passes inside the one wrapped forward, so the reducer sees one forward per backward), the EMA teacher on the weak
+  views (an argument of the forward, not a submodule: never a DDP parameter, never broadcast), and the objective;
+  it returns the weighted total loss with gradient and the terms and outputs detached. DDP's reducer all-reduces
+  the gradients in buckets (``bucket_cap_mb``, 25 MB; the first 1 MB) while the backward still runs, so the
+  communication of the late layers' gradients overlaps the computation of the early layers'.
+* How DDP is set up (``Distributed.data_parallel``): ``find_unused_parameters=True``, because a parameter may get no
+  gradient on one process (a head whose term had no pixels there, a term whose weight is 0 during a warm-up); the
+  reducer then searches the graph of the total loss every step (one traversal, on the CPU) and counts such a
+  parameter as a zero gradient on that process. A parameter with a gradient on some process ends with the mean on
+  every process (so the optimizer treats it alike everywhere); one without a gradient on every process keeps
+  ``grad=None``, as in a single-process run (torch prints once that it found no unused parameter when a step
+  has none: expected, since other steps may). No buffer broadcast at each forward (``forward_sync_buffers=False``,
+  ``broadcast_buffers=False`` in older torch versions): each process keeps its own BatchNorm
+  running statistics when ``sync_bn`` is off (with it they are equal anyway), and memory banks, equal on every
+  process by construction, are not sent again at every forward. Checkpoints, the EMA teacher, evaluation and
+  ``objective.after_step`` use the unwrapped model and objective, so ``state_dict`` keys carry no ``module.`` prefix
+  and checkpoints load as they always have. Gradients are read after the backward, reduced, so the divergence guard
+  (``engine.train.gradient_norm``) sees the same norm on every process and every process skips alike. bf16 autocast
+  covers the student and teacher passes inside the wrapped forward, not the objective (as without DDP). With
+  ``compile``, the student inside the wrapped forward is ``torch.compile``'d (``speed.training_forward``); because
+  it runs inside DDP's forward, dynamo's DDP optimizer splits its graph at the bucket boundaries, so the overlap is
+  kept.
+* ``CONTRASTSEG_GRADIENT_SYNC`` (``GRADIENT_SYNC_ENV``; read by ``Distributed.from_environment``, which checks the
+  value) chooses how gradients are synchronised: ``ddp`` (the default, above) or ``allreduce``: the model is not
+  wrapped, and after the whole backward every gradient is averaged in one flattened all-reduce
+  (``average_gradients``), with the same treatment of missing gradients and no overlap with the backward (one
+  all-reduce of 260 MB per step for HRNet-W48 in float32). Both give the same update up to the order of float
+  additions (DDP divides by the number of processes before summing, ``allreduce`` after). The choice is not part
+  of the run key: it changes how the mean is computed, not what is computed. ``benchmarks/step_time.py
+  --gradient-sync ddp allreduce`` times both side by side under torchrun.
+* What DDP cannot serve: no case of this project; ``allreduce`` stays as the comparison and as the fallback for
+  one condition that DDP adds. Its bucket all-reduces and the collectives in the backward of synchronised BatchNorm
+  (``SyncBatchNorm``, ``CpuSyncBatchNorm``) share one process group, so every process must issue them in the same
+  order. With the same graph on every process this holds: the BatchNorm backwards run in the same order everywhere,
+  and buckets are launched in bucket order once their gradients are there. A parameter that the loss reaches on
+  some processes only (where it is unused, DDP marks it ready at the backward's first gradient) can make its bucket
+  ready at a different moment on different processes, and torch does not promise that the bucket's all-reduce then
+  keeps its place among the BatchNorm collectives; where it does not, the processes pair collectives that do not
+  match, or wait on each other. With a parameter reached on process 0 only and synchronised BatchNorm, on two gloo
+  processes (``tests/test_distributed.py``), the order held and the gradients are right. The objectives of this
+  project keep the graphs alike anyway (a term with no pixels, anchors or regions on a process is a zero still
+  connected to its inputs); an objective that builds a different graph on each process and hangs under DDP trains
+  with ``allreduce``, whose communication starts only after the whole backward, or with ``sync_bn=False``.
+* A step that takes no backward (the divergence guard's skipped update) does not upset the reducer, which searches
+  the graph afresh at every forward. A world of one never wraps anything: a single-process run goes through
+  ``TrainingLoss`` unwrapped, so its numbers do not depend on the gradient synchronisation.
 * BatchNorm: ``sync_bn`` converts every BatchNorm to ``torch.nn.SyncBatchNorm`` on GPUs and to ``CpuSyncBatchNorm``
   (below; torch's SyncBatchNorm refuses CPU tensors) on CPUs, so batch statistics are those of the global batch, as
   in the single-process run. Without it each process normalises over its own share.
@@ -38,6 +81,7 @@ How the work is split (the semantics a user has to know):
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -45,9 +89,15 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 PLAIN_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+GRADIENT_SYNC_ENV = "CONTRASTSEG_GRADIENT_SYNC"
+GRADIENT_SYNCS = ("ddp", "allreduce")
+DDP_PARAMETERS = inspect.signature(DistributedDataParallel).parameters
+"""The ways gradients are averaged over processes: DistributedDataParallel's bucketed all-reduce during the
+backward, or one flattened all-reduce after it (``average_gradients``); the first is the default."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,13 +109,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def gradient_sync_from_environment() -> str:
+    """The gradient synchronisation that ``$CONTRASTSEG_GRADIENT_SYNC`` names (``GRADIENT_SYNCS``; "ddp" when unset).
+
+    Raises:
+        ValueError: the variable names another; the message lists the valid names.
+    """
+    value = os.environ.get(GRADIENT_SYNC_ENV, GRADIENT_SYNCS[0])
+    if value not in GRADIENT_SYNCS:
+        raise ValueError(f"{GRADIENT_SYNC_ENV}={value!r} is not a gradient synchronisation; valid: "
+                         f"{', '.join(GRADIENT_SYNCS)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Distributed:
-    """This process's place among the data-parallel processes; a world of one outside torchrun."""
+    """This process's place among the data-parallel processes, and how gradients are averaged over them
+    (``gradient_sync``, one of ``GRADIENT_SYNCS``); a world of one outside torchrun."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    gradient_sync: str = GRADIENT_SYNCS[0]
 
     @property
     def active(self) -> bool:
@@ -85,9 +150,11 @@ class Distributed:
             timeout_minutes: how long a collective may wait (the evaluation of a large val set included).
         """
         device = resolve_device(device_name)
+        gradient_sync = gradient_sync_from_environment()
         if not all(name in os.environ for name in TORCHRUN_VARIABLES) or int(os.environ["WORLD_SIZE"]) == 1:
-            return cls(), device
-        context = cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+            return cls(gradient_sync=gradient_sync), device
+        context = cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]),
+                      gradient_sync)
         if device.type == "cuda":
             if context.local_rank >= torch.cuda.device_count():
                 raise RuntimeError(f"process {context.rank} has local rank {context.local_rank}, but this machine has "
@@ -115,8 +182,24 @@ class Distributed:
         dist.all_reduce(stacked)
         return dict(zip(values, (stacked / self.world_size).tolist()))
 
+    def data_parallel(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """``module`` wrapped in DistributedDataParallel when there are several processes and ``gradient_sync`` is
+        "ddp" (set up as the module docstring says); ``module`` itself otherwise, and in a world of one always.
+
+        Its backward then leaves every gradient averaged over processes; the module is what the caller keeps for its
+        state dict."""
+        if not self.active or self.gradient_sync != "ddp":
+            return module
+        # "no buffer broadcast at each forward": forward_sync_buffers in recent torch versions, which deprecate the
+        # older broadcast_buffers with a warning; torch versions without it know only broadcast_buffers
+        no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in DDP_PARAMETERS
+                          else {"broadcast_buffers": False})
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                       find_unused_parameters=True, **no_buffer_sync)
+
     def average_gradients(self, parameters: list[nn.Parameter]) -> None:
-        """Replace every gradient by its mean over processes, in one flattened all-reduce.
+        """Replace every gradient by its mean over processes, in one flattened all-reduce (``gradient_sync``
+        "allreduce"; under DDP the backward has done it).
 
         A parameter without a gradient on some process counts as a zero gradient there; it ends with a gradient on
         every process if it had one on any (so the optimizer treats it alike everywhere) and keeps None otherwise.

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from contrastseg.engine.distributed import Distributed
 from contrastseg.metrics import SegmentationMetrics, predicted_classes

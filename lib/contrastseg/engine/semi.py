@@ -5,6 +5,12 @@ the run's part of it): each step then also draws a batch of unlabeled images as 
 (``data.transforms.WeakStrongViews``), mixes the strong views with CutMix, runs the student on them and the EMA
 teacher on the weak views, and hands both and the boxes to the objective as its ``unlabeled`` argument
 (``UnlabeledOutputs``). The objective mixes the teacher's targets with the same boxes (``mix_with_partner``).
+
+Both student passes (labeled images, CutMix-ed strong views) and the teacher's pass run inside the forward of
+``engine.train.TrainingLoss``, the one module that DistributedDataParallel wraps under several processes, so the
+reducer sees one forward per backward; the teacher is an argument of that forward, never a DDP parameter, and
+follows the unwrapped student (``EmaTeacher.update``). Under data parallelism each process draws its own CutMix
+boxes (seeded by step and rank) and pairs each sample with the next one of its own share.
 """
 
 from __future__ import annotations

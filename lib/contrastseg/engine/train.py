@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from contrastseg.config import ExperimentConfig
 from contrastseg.data import build_dataset, check_dataset_files, dataset_info
@@ -157,7 +159,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     resumed = resume(cfg, run_dir, model, objective, optimizer, teacher, world)
     start_step, elapsed = resumed.step, resumed.train_seconds
     kept = SavedCheckpoint(resumed.checkpoint, resumed.step)  # the newest checkpoint; every tensor of it is finite
-    forward = training_forward(model, cfg.channels_last, cfg.compile)
+    forward = build_training_loss(cfg, model, objective, device, world)
     layout = memory_format(cfg.channels_last)
     loader, unlabeled_set = training_loader(cfg, start_step, device, world)
     log = StepLog(run_dir / LOG_NAME, keep_steps_below=start_step) if world.is_main else None
@@ -299,6 +301,7 @@ def finish_run(cfg: ExperimentConfig, run_dir: Path, model, device: torch.device
         "run_key": cfg.key(),
         "device": device_name(device),
         "num_devices": world.world_size,
+        **({"gradient_sync": world.gradient_sync} if world.active else {}),  # how gradients were averaged
         "torch": torch.__version__,
         "deterministic": device.type == "cpu",
         **training_provenance(),
@@ -340,9 +343,81 @@ def evaluate_between_steps(cfg: ExperimentConfig, model: torch.nn.Module, device
     return {name: val[name] for name in CURVE_METRICS}
 
 
+class StepLoss(NamedTuple):
+    """What ``TrainingLoss`` returns for one step.
+
+    Attributes:
+        total: the weighted total loss, () float, with gradient (the only tensor that has one, so that under DDP the
+            search for unused parameters starts from what the backward will actually reach).
+        terms: every unweighted term by name, () float each, detached.
+        outputs: the student's outputs on the labeled images, detached (what ``objective.after_step`` reads).
+    """
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    outputs: dict
+
+
+class TrainingLoss(nn.Module):
+    """The student model and the objective as one module, whose forward is a training step's forward: the module
+    that DistributedDataParallel wraps (``Distributed.data_parallel``), so that the objective's own parameters are
+    averaged with the model's and a semi-supervised step's two student passes are one forward to DDP's reducer.
+
+    ``forward(images, labels, step, unlabeled, teacher, amp)`` runs the student on the labeled images and, given
+    ``unlabeled`` views and the EMA ``teacher``, the student on the CutMix-ed strong views and the teacher on the
+    weak views (no gradient), all under bf16 autocast on CUDA (``amp``); then the objective (outside autocast) and
+    ``weighted_total``; it returns a ``StepLoss``. The teacher is an argument, not a submodule, so it is never a DDP
+    parameter; ``state_dict`` is never taken of this module (the loop saves the model's and the objective's own).
+
+    Args:
+        model: the student (a Segmentor); a submodule, ``student``.
+        objective: the method's objective; a submodule, ``objective``.
+        run_student: the callable that runs the student (``speed.training_forward``: the model or its compiled form;
+            default the model).
+
+    Shape:
+        images: (B, 3, H, W) float; labels: (B, H, W) int64.
+    """
+
+    def __init__(self, model: nn.Module, objective: nn.Module, run_student=None):
+        super().__init__()
+        self.student, self.objective = model, objective
+        # kept out of the module tree: a compiled student shares the student's parameters, registered once above
+        object.__setattr__(self, "run_student", model if run_student is None else run_student)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, step: int, unlabeled: UnlabeledViews | None = None,
+                teacher: EmaTeacher | None = None, amp: bool = True) -> StepLoss:
+        with autocast_for(images.device, amp):
+            outputs = self.run_student(images)
+            unlabeled_outputs = unlabeled.outputs(self.run_student, teacher) if unlabeled is not None else None
+        terms = self.objective(outputs, labels, step, unlabeled_outputs)
+        total = weighted_total(terms, self.objective.weights(step))
+        return StepLoss(total, {name: value.detach() for name, value in terms.items()}, detached(outputs))
+
+
+def detached(value):
+    """``value`` with every tensor in it detached (dicts, lists and tuples are followed; anything else is kept)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, dict):
+        return {key: detached(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(detached(item) for item in value)
+    return value
+
+
+def build_training_loss(cfg: ExperimentConfig, model: nn.Module, objective: nn.Module, device: torch.device,
+                        world: Distributed = Distributed()) -> nn.Module:
+    """The module a run's training steps go through: ``TrainingLoss`` of ``model`` (in channels-last and compiled
+    as ``cfg`` asks, ``speed.training_forward``) and ``objective``, wrapped in DistributedDataParallel when
+    ``world`` trains data-parallel with ``gradient_sync`` "ddp" (``Distributed.data_parallel``)."""
+    loss = TrainingLoss(model, objective, training_forward(model, cfg.channels_last, cfg.compile))
+    return world.data_parallel(loss, device)
+
+
 def training_step(model, objective, optimizer, images: torch.Tensor, labels: torch.Tensor, step: int, lr: float,
                   amp: bool = True, unlabeled: UnlabeledViews | None = None,
-                  teacher: EmaTeacher | None = None, forward=None,
+                  teacher: EmaTeacher | None = None, forward: nn.Module | None = None,
                   world: Distributed = Distributed()) -> dict[str, float]:
     """One optimisation step: forward (bf16 autocast on CUDA), named loss terms, backward, update, memory writes.
 
@@ -355,35 +430,34 @@ def training_step(model, objective, optimizer, images: torch.Tensor, labels: tor
     not, the update is skipped too and ``NonFiniteGradientError`` is raised. On CUDA the step ends with a
     synchronisation, so the wall time around it is the step's time.
 
-    ``forward`` is the callable that runs the student (``speed.training_forward``: the model, or its compiled
-    form); ``model`` itself is what the teacher follows. Under data parallelism (``world``) the values are the
-    means over processes, so every process skips or takes the update alike, and the gradients are averaged over
-    processes before it (so every process sees the same gradient norm).
+    ``forward`` is the module the step's forward goes through: a ``TrainingLoss`` of ``model`` and ``objective``
+    (``build_training_loss``: with the student compiled when the config asks, and wrapped in DistributedDataParallel
+    under data parallelism); default ``TrainingLoss(model, objective)``. ``model`` itself is what the teacher
+    follows. Under data parallelism (``world``) the values are the means over processes, so every process skips or
+    takes the update alike, and the gradients are averaged over processes before the update (by DDP during the
+    backward, else by ``Distributed.average_gradients`` after it), so every process sees the same gradient norm.
 
     Returns:
         Every term's value by name, and "loss" (the weighted total).
     """
-    forward = model if forward is None else forward
+    forward = TrainingLoss(model, objective) if forward is None else forward
     for group in optimizer.param_groups:
         group["lr"] = lr
-    with autocast_for(images.device, amp):
-        outputs = forward(images)
-        unlabeled_outputs = unlabeled.outputs(forward, teacher) if unlabeled is not None else None
-    terms = objective(outputs, labels, step, unlabeled_outputs)
-    total = weighted_total(terms, objective.weights(step))
-    values = {name: value.item() for name, value in terms.items()} | {"loss": total.item()}
+    loss = forward(images, labels, step, unlabeled, teacher, amp)
+    values = {name: value.item() for name, value in loss.terms.items()} | {"loss": loss.total.item()}
     values = world.mean_values(values, images.device)
     if all(math.isfinite(v) for v in values.values()):
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        loss.total.backward()
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        world.average_gradients(parameters)
+        if not isinstance(forward, DistributedDataParallel):  # DDP averaged them during the backward
+            world.average_gradients(parameters)
         norm = gradient_norm(parameters)
         if not math.isfinite(norm):
             raise NonFiniteGradientError(f"the gradients' total norm is not finite at step {step + 1} "
                                          f"(norm={norm}, loss={values['loss']:.4g}); the update was skipped")
         optimizer.step()
-        objective.after_step(outputs, labels)
+        objective.after_step(loss.outputs, labels)
         if teacher is not None:
             teacher.update(model, step)
         if images.device.type == "cuda":

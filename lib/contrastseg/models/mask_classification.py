@@ -31,7 +31,7 @@ from torch import nn
 
 from contrastseg.losses.region import semantic_scores
 from contrastseg.models.heads import upsample_to
-from contrastseg.models.segmentor import IMAGENET_MEAN, IMAGENET_STD
+from contrastseg.models.segmentor import IMAGENET_MEAN, IMAGENET_STD, check_images
 
 _GROUP_NORM_GROUPS = 32
 """GroupNorm groups of the pixel decoder, as MaskFormer's (fewer when the width is not a multiple of 32)."""
@@ -174,9 +174,14 @@ class MaskClassificationSegmentor(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> dict:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        levels = self.backbone((images - self.mean) / self.std)
+        check_images(images)
+        return self.forward_normalised((images - self.mean) / self.std)
+
+    def forward_normalised(self, images: torch.Tensor) -> dict:
+        """``forward`` of images already normalised with ``self.mean`` and ``self.std`` (the deployed form's input,
+        ``contrastseg.export``)."""
+        check_images(images)
+        levels = self.backbone(images)
         pixel_features, coarsest = self.pixel_decoder(levels)
         memory = coarsest.flatten(2).transpose(1, 2) + sine_positional_encoding(coarsest)
         queries = self.query_embeddings.weight.unsqueeze(0).expand(images.shape[0], -1, -1)

@@ -12,6 +12,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 AUX_LEVEL = 2  # the auxiliary head reads the third level (ResNet stage 3)
 
 
+def check_images(images: torch.Tensor) -> None:
+    """Raise a ValueError unless ``images`` is a (B, 3, H, W) batch (checked before the normalisation, which would
+    broadcast a one-channel batch to three channels)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+
+
 class Segmentor(nn.Module):
     """A semantic segmentation network that returns a dict of named outputs.
 
@@ -59,9 +66,15 @@ class Segmentor(nn.Module):
 
     def forward(self, images: torch.Tensor, with_embedding: bool | None = None,
                 with_aux: bool | None = None) -> dict:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        levels = self.backbone((images - self.mean) / self.std)
+        check_images(images)
+        return self.forward_normalised((images - self.mean) / self.std, with_embedding, with_aux)
+
+    def forward_normalised(self, images: torch.Tensor, with_embedding: bool | None = None,
+                           with_aux: bool | None = None) -> dict:
+        """``forward`` of images already normalised with ``self.mean`` and ``self.std`` (the deployed form's input,
+        ``contrastseg.export``)."""
+        check_images(images)
+        levels = self.backbone(images)
         features = concat_levels(levels) if self.head.multi_level else levels[-1]
         aux_logits = None
         if self.head.aux_branch:

@@ -9,19 +9,21 @@ Every public name of both is available here, so ``from contrastseg import viz; v
 """
 
 from contrastseg.viz.embeddings import (
-    EARLY_EXAGGERATION, EMBEDDING_OUTPUTS, FFT_MIN_POINTS, GPU_TSNE_MODULES, TSNE_BACKENDS, PixelSample,
-    check_image_index, feature_map, knn_accuracy, nearest_source_pixels, pca_initialisation, sample_pixel_embeddings,
-    sample_pixels, tsne_2d, tsne_backend, tsne_gradients, tsne_learning_rate,
+    EARLY_EXAGGERATION, EMBEDDING_OUTPUTS, FFT_MIN_POINTS, GPU_TSNE_MODULES, PCA_COMPONENTS, TSNE_BACKENDS,
+    PixelSample, check_image_index, feature_map, knn_accuracy, nearest_source_pixels, pca_initialisation,
+    principal_components, sample_pixel_embeddings, sample_pixels, tsne_2d, tsne_backend, tsne_gradients,
+    tsne_learning_rate,
 )
 from contrastseg.viz.plots import (
-    HIDDEN_COLOUR, IGNORE_COLOUR, class_legend, colorize, plot_embedding, plot_per_class_iou, region_map,
-    show_boundary_negatives, show_predictions, show_regions,
+    HIDDEN_COLOUR, IGNORE_COLOUR, RASTERIZED_POINTS, class_legend, colorize, plot_embedding, plot_per_class_iou,
+    region_map, show_boundary_negatives, show_predictions, show_regions,
 )
 
 __all__ = [
     "EARLY_EXAGGERATION", "EMBEDDING_OUTPUTS", "FFT_MIN_POINTS", "GPU_TSNE_MODULES", "HIDDEN_COLOUR", "IGNORE_COLOUR",
-    "PixelSample", "TSNE_BACKENDS", "check_image_index", "class_legend", "colorize", "feature_map", "knn_accuracy",
-    "nearest_source_pixels", "pca_initialisation", "plot_embedding", "plot_per_class_iou", "region_map",
-    "sample_pixel_embeddings", "sample_pixels", "show_boundary_negatives", "show_predictions", "show_regions",
-    "tsne_2d", "tsne_backend", "tsne_gradients", "tsne_learning_rate",
+    "PCA_COMPONENTS", "PixelSample", "RASTERIZED_POINTS", "TSNE_BACKENDS", "check_image_index", "class_legend",
+    "colorize", "feature_map", "knn_accuracy", "nearest_source_pixels", "pca_initialisation", "plot_embedding",
+    "plot_per_class_iou", "principal_components", "region_map", "sample_pixel_embeddings", "sample_pixels",
+    "show_boundary_negatives", "show_predictions", "show_regions", "tsne_2d", "tsne_backend", "tsne_gradients",
+    "tsne_learning_rate",
 ]

@@ -2,6 +2,12 @@
 maps (``sample_pixels``), leave-one-out k-NN accuracy of a sample (``knn_accuracy``), and 2-D t-SNE maps of any size
 on the CPU (openTSNE) or a GPU (cuML, tsnecuda) (``tsne_2d``).
 
+Before its affinities, ``tsne_2d`` reduces embeddings of more than ``PCA_COMPONENTS`` (50) dimensions to their first
+50 principal components (``principal_components``), the usual practice of openTSNE's and FIt-SNE's authors: the
+nearest-neighbour search that the affinities need costs time in proportion to the dimension, and the components
+past the 50th of a pixel embedding hold little but noise. ``pca_components=None`` maps the embeddings as they are.
+The reduction is deterministic (an SVD, each component's sign fixed), so a map stays the same for a seed.
+
 The maps are drawn by ``contrastseg.viz.plots.plot_embedding``.
 """
 
@@ -179,6 +185,8 @@ TSNE_BACKENDS = ("opentsne", "cuml", "tsnecuda")
 GPU_TSNE_MODULES = {"cuml": "cuml", "tsnecuda": "tsnecuda"}  # backend -> the module it needs
 EARLY_EXAGGERATION = 12.0
 FFT_MIN_POINTS = 10_000  # openTSNE's own switch: below it Barnes-Hut is faster (the FFT grid costs ~20 s on a CPU)
+PCA_COMPONENTS = 50
+"""``tsne_2d`` maps embeddings of more dimensions from their first this many principal components."""
 
 
 def tsne_backend(requested: str = "auto") -> str:
@@ -213,23 +221,29 @@ def tsne_gradients(num_points: int, backend: str) -> str:
 
 
 def tsne_2d(embeddings: np.ndarray, *, seed: int = 0, perplexity: float = 30.0, n_iter: int = 500,
-            n_jobs: int | None = None, backend: str = "auto") -> np.ndarray:
+            n_jobs: int | None = None, backend: str = "auto",
+            pca_components: int | None = PCA_COMPONENTS) -> np.ndarray:
     """t-SNE map to 2-D, deterministic for a seed on the CPU. Shape: (N, D) -> (N, 2) float64.
 
-    Settings for any N, up to millions of points: FFT-interpolated gradients (FIt-SNE; Barnes-Hut below
-    ``FFT_MIN_POINTS`` points on the CPU, see ``tsne_gradients``), PCA initialisation, the learning rate
-    ``tsne_learning_rate(N)``, early exaggeration 12 for the first ``min(250, n_iter // 2)`` iterations. The
-    perplexity is lowered to (N - 1) / 3 for tiny N.
+    Settings for any N, up to millions of points: embeddings of more than ``pca_components`` dimensions reduced to
+    that many principal components first (``principal_components``), FFT-interpolated gradients (FIt-SNE;
+    Barnes-Hut below ``FFT_MIN_POINTS`` points on the CPU, see ``tsne_gradients``), PCA initialisation, the
+    learning rate ``tsne_learning_rate(N)``, early exaggeration 12 for the first ``min(250, n_iter // 2)``
+    iterations. The perplexity is lowered to (N - 1) / 3 for tiny N.
 
     Args:
         n_jobs: CPU threads of openTSNE (default: every CPU).
         backend: "auto" (``tsne_backend``) or one of ``TSNE_BACKENDS``.
+        pca_components: the dimension above which the embeddings are reduced, and the one they are reduced to
+            (default ``PCA_COMPONENTS``); None or 0: no reduction.
 
     Raises:
         ImportError: the "opentsne" backend without openTSNE, a package of the notebooks extra
             (``contrastseg.extras``).
     """
     points = np.ascontiguousarray(embeddings, dtype=np.float64)
+    if pca_components and points.shape[1] > pca_components:
+        points = np.ascontiguousarray(principal_components(points, pca_components))
     perplexity = min(perplexity, max(2.0, (len(points) - 1) / 3))
     early_iterations = min(250, n_iter // 2)
     learning_rate = tsne_learning_rate(len(points))
@@ -257,10 +271,23 @@ def tsne_2d(embeddings: np.ndarray, *, seed: int = 0, perplexity: float = 30.0, 
     return np.asarray(tsne.fit(points))
 
 
+def principal_components(points: np.ndarray, num_components: int) -> np.ndarray:
+    """The centred points projected on their first ``num_components`` principal directions, each direction signed
+    so that its largest loading is positive. Shape: (N, D) -> (N, min(num_components, D)) float64.
+
+    The directions are the eigenvectors of the (D, D) scatter matrix, in float64: for N >> D one matrix product and
+    a small eigendecomposition, several times faster than an SVD of the (N, D) points (1.9 s against 15 s at
+    20,000 x 256 on a loaded 2-core CPU). Fixing the signs makes the result the same wherever it is computed.
+    """
+    centred = np.asarray(points, dtype=np.float64) - np.mean(points, axis=0, dtype=np.float64)
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # (D, D), columns by ascending variance
+    directions = vectors[:, ::-1][:, :num_components].T  # (k, D), largest variance first
+    signs = np.sign(directions[np.arange(len(directions)), np.abs(directions).argmax(1)])
+    return centred @ (directions * signs[:, None]).T
+
+
 def pca_initialisation(points: np.ndarray) -> np.ndarray:
     """The first two principal components, scaled to a standard deviation of 1e-4 on the first (openTSNE's "pca"
     initialisation). Shape: (N, D) -> (N, 2)."""
-    centred = points - points.mean(0)
-    _, _, directions = np.linalg.svd(centred, full_matrices=False)
-    projected = centred @ directions[:2].T
+    projected = principal_components(points, 2)
     return projected / projected[:, 0].std() * 1e-4
