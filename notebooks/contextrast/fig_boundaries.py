@@ -77,7 +77,8 @@ predictions = predict(model, images)
 with torch.no_grad():
     level_size = model(images[:1])["levels"][0].shape[-2:]  # the finest projected level
 level_labels, level_predictions = downsample_labels(labels, level_size), downsample_labels(predictions, level_size)
-bane = boundary_aware_negatives(level_labels, level_predictions, cfg.bane_fraction, cfg.bane_max_per_class)
+bane = boundary_aware_negatives(level_labels, level_predictions, cfg.bane_fraction, cfg.bane_max_per_class,
+                              generator=torch.Generator().manual_seed(0))  # the same ties broken on every run
 fig = viz.show_boundary_negatives(images, level_labels, level_predictions, bane, info.class_names, info.palette)
 show_figure(fig, results_dir, "bane", dpi=60)
 error_pixels = int(((level_labels != 255) & (level_predictions != level_labels)).sum())
