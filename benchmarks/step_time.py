@@ -57,7 +57,8 @@ import torch
 
 from contrastseg.config import ExperimentConfig, preset
 from contrastseg.data import dataset_info
-from contrastseg.engine.distributed import GRADIENT_SYNCS, Distributed, convert_sync_batchnorm, resolve_device
+from contrastseg.engine.distributed import (GRADIENT_SYNCS, Distributed, convert_sync_batchnorm, leave_process_group,
+                                          resolve_device)
 from contrastseg.engine.semi import CutMix, EmaTeacher, UnlabeledViews
 from contrastseg.engine.speed import configure_kernels, memory_format
 from contrastseg.engine.train import build_model, build_optimizer, build_split, build_training_loss, training_step
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     finally:
-        world.close()
+        leave_process_group()  # every process has measured; the group ends before any exits
     if not world.is_main:
         return 0
     print_table(result)

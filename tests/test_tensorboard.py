@@ -257,7 +257,9 @@ def test_the_tables_and_the_run_store_import_without_tensorboard():
 
 def test_make_tensorboard_opens_the_run_store_on_localhost(tmp_path):
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(["make", "--dry-run", "--always-make", "tensorboard", f"CONTRASTSEG_RUNS={tmp_path}"],
+    # --no-print-directory: under `make test` this make is a sub-make, which would print "Leaving directory" last
+    result = subprocess.run(["make", "--no-print-directory", "--dry-run", "--always-make", "tensorboard",
+                             f"CONTRASTSEG_RUNS={tmp_path}"],
                             cwd=root, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     command = result.stdout.strip().splitlines()[-1]

@@ -64,7 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from contrastseg import runs
 
+    from contrastseg.engine.distributed import leave_process_group
+
     result = runs.get_or_train(cfg, run_dir=args.run_dir, progress=not args.no_progress)
+    leave_process_group()  # every process of a torchrun has its result; none exits while another still talks
     if not runs.under_torchrun() or int(os.environ["RANK"]) == 0:
         metrics, val = result.metrics, result.metrics["val"]
         print(json.dumps({"run_dir": str(result.run_dir), "miou": val["miou"],

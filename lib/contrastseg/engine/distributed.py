@@ -246,9 +246,14 @@ class Distributed:
         if self.active:
             dist.barrier()
 
-    def close(self) -> None:
-        if self.active and dist.is_initialized():
-            dist.destroy_process_group()
+
+def leave_process_group() -> None:
+    """Wait for every process of the group, then destroy it (a no-op without one). A torchrun process calls this
+    before it exits: a gloo group left to the interpreter's teardown while another process still uses it can abort
+    the process ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
