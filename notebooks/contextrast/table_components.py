@@ -33,12 +33,11 @@ steps = 0  # 0: the preset's number of steps
 show_progress = True
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
 from contrastseg.results import results_dir_for, save_results, show_figure
 from contrastseg.tables import activity_lines, format_summary, reported_numbers, summarize, train_rows
+from contrastseg.viz import plot_rows
 
 # %matplotlib inline
 results_dir = results_dir or str(results_dir_for("table_components"))
@@ -83,18 +82,7 @@ reported = reported_numbers("contextrast", "components")
 reported if len(reported) else print("No reported number exists for this table.")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(2.4 + 2.0 * len(rows), 3.2))
-for ax, metric, label in zip(axes, ["miou", "boundary_f"], ["val mIoU", "val boundary F (2 px)"]):
-    sns.barplot(per_seed, x="row", y=metric, errorbar="sd", ax=ax, color="#8fb3d9")
-    sns.stripplot(per_seed, x="row", y=metric, ax=ax, color="black", size=4)
-    ax.set_xlabel("")
-    ax.set_ylabel(label)
-    ax.tick_params(axis="x", rotation=30)
-    for tick in ax.get_xticklabels():
-        tick.set_horizontalalignment("right")
-sns.despine(fig)
-fig.tight_layout()
-show_figure(fig, results_dir, "miou")
+show_figure(plot_rows(per_seed, {"miou": "val mIoU", "boundary_f": "val boundary F (2 px)"}), results_dir, "miou")
 
 # %% [markdown]
 # ## Summary

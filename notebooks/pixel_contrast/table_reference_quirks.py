@@ -34,6 +34,7 @@ import seaborn as sns
 
 from contrastseg.results import results_dir_for, save_results, show_figure
 from contrastseg.tables import activity_lines, format_summary, reported_numbers, summarize, train_rows
+from contrastseg.viz import plot_rows
 
 # %matplotlib inline
 results_dir = results_dir or str(results_dir_for("table_reference_quirks"))
@@ -74,14 +75,7 @@ reported = reported_numbers("pixel_contrast", "reference_quirks")
 reported if len(reported) else print("No reported number exists for this table.")
 
 # %%
-fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.2))
-sns.barplot(per_seed, x="row", y="miou", errorbar="sd", ax=ax, color="#8fb3d9")
-sns.stripplot(per_seed, x="row", y="miou", ax=ax, color="black", size=4)
-ax.set_xlabel("")
-ax.set_ylabel("val mIoU")
-ax.tick_params(axis="x", rotation=20)
-sns.despine(fig)
-show_figure(fig, results_dir, "miou")
+show_figure(plot_rows(per_seed), results_dir, "miou")
 
 # %% [markdown]
 # ## What the quirks do to the memory

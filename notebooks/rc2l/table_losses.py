@@ -36,13 +36,12 @@ leave_one_out = False  # also rows with one loss left out; the demo preset uses 
 
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
 from contrastseg.methods.rc2l.config import REGION_LOSSES
 from contrastseg.results import results_dir_for, save_results, show_figure
 from contrastseg.tables import activity_lines, format_summary, paired_differences, summarize, train_rows
+from contrastseg.viz import plot_rows
 
 # %matplotlib inline
 results_dir = results_dir or str(results_dir_for("table_losses"))
@@ -82,17 +81,7 @@ gain = paired_differences(per_seed, {row: (row, "supervised only") for row in ro
 gain.round(3)
 
 # %%
-fig, ax = plt.subplots(figsize=(2.4 + 0.9 * len(rows), 3.2))
-sns.barplot(per_seed, x="row", y="miou", errorbar="sd", ax=ax, color="#8fb3d9")
-sns.stripplot(per_seed, x="row", y="miou", ax=ax, color="black", size=4)
-ax.set_xlabel("")
-ax.set_ylabel("val mIoU")
-ax.tick_params(axis="x", rotation=30)
-for tick in ax.get_xticklabels():
-    tick.set_horizontalalignment("right")
-sns.despine(fig)
-fig.tight_layout()
-show_figure(fig, results_dir, "losses")
+show_figure(plot_rows(per_seed), results_dir, "losses")
 
 # %% [markdown]
 # ## Summary

@@ -15,15 +15,15 @@ from contrastseg.viz.embeddings import (
     tsne_learning_rate,
 )
 from contrastseg.viz.plots import (
-    HIDDEN_COLOUR, IGNORE_COLOUR, RASTERIZED_POINTS, class_legend, colorize, plot_embedding, plot_per_class_iou,
-    region_map, show_boundary_negatives, show_predictions, show_regions,
+    HIDDEN_COLOUR, IGNORE_COLOUR, JITTER_SEED, RASTERIZED_POINTS, ROW_BAR_COLOUR, class_legend, colorize, plot_embedding,
+    plot_per_class_iou, plot_rows, region_map, show_boundary_negatives, show_predictions, show_regions,
 )
 
 __all__ = [
     "EARLY_EXAGGERATION", "EMBEDDING_OUTPUTS", "FFT_MIN_POINTS", "GPU_TSNE_MODULES", "HIDDEN_COLOUR", "IGNORE_COLOUR",
-    "PCA_COMPONENTS", "PixelSample", "RASTERIZED_POINTS", "TSNE_BACKENDS", "check_image_index", "class_legend",
-    "colorize", "feature_map", "knn_accuracy", "nearest_source_pixels", "pca_initialisation", "plot_embedding",
-    "plot_per_class_iou", "principal_components", "region_map", "sample_pixel_embeddings", "sample_pixels",
-    "show_boundary_negatives", "show_predictions", "show_regions", "tsne_2d", "tsne_backend", "tsne_gradients",
-    "tsne_learning_rate",
+    "JITTER_SEED", "PCA_COMPONENTS", "RASTERIZED_POINTS", "ROW_BAR_COLOUR", "TSNE_BACKENDS", "check_image_index",
+    "class_legend", "colorize", "feature_map", "knn_accuracy", "nearest_source_pixels", "pca_initialisation",
+    "PixelSample", "plot_embedding", "plot_per_class_iou", "plot_rows", "principal_components", "region_map",
+    "sample_pixel_embeddings", "sample_pixels", "show_boundary_negatives", "show_predictions", "show_regions",
+    "tsne_2d", "tsne_backend", "tsne_gradients", "tsne_learning_rate",
 ]

@@ -82,6 +82,44 @@ def plot_per_class_iou(per_class_iou: dict[str, list], class_names) -> plt.Figur
     return fig
 
 
+ROW_BAR_COLOUR = "#8fb3d9"
+JITTER_SEED = 0
+
+
+def plot_rows(per_seed: pd.DataFrame, metrics: dict[str, str] | None = None) -> plt.Figure:
+    """The figure of a table notebook: per row, a bar of the mean over seeds (error bar: the standard deviation) with
+    each seed as a dot, one panel per metric.
+
+    The dots' horizontal jitter is drawn from a generator seeded with ``JITTER_SEED`` (seaborn draws it from numpy's
+    global stream, which is restored afterwards), so the same table gives the same picture on every run.
+    Drawn with seaborn, from the notebooks extra (``contrastseg.extras``).
+
+    Args:
+        per_seed: one line per (row, seed), with a "row" column and a column per metric (``tables.train_rows``).
+        metrics: column -> axis label, one panel each, in order; default ``{"miou": "val mIoU"}``.
+    """
+    sns = import_notebooks_package("seaborn", "plot_rows")
+    metrics = metrics or {"miou": "val mIoU"}
+    rows = per_seed["row"].nunique()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(1.2 + (0.3 + 1.0 * rows) * len(metrics), 3.2), squeeze=False)
+    global_stream = np.random.get_state()
+    np.random.seed(JITTER_SEED)
+    try:
+        for ax, (metric, label) in zip(axes[0], metrics.items()):
+            sns.barplot(per_seed, x="row", y=metric, errorbar="sd", ax=ax, color=ROW_BAR_COLOUR)
+            sns.stripplot(per_seed, x="row", y=metric, ax=ax, color="black", size=4)
+            ax.set_xlabel("")
+            ax.set_ylabel(label)
+            ax.tick_params(axis="x", rotation=30)
+            for tick in ax.get_xticklabels():
+                tick.set_horizontalalignment("right")
+    finally:
+        np.random.set_state(global_stream)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
 def plot_embedding(points: np.ndarray, labels: np.ndarray, class_names, palette, *, title: str = "",
                    ax: plt.Axes | None = None, highlight: int | None = None, marked: int | None = None) -> plt.Figure:
     """Scatter of a 2-D map coloured by class. Shape: points (N, 2), labels (N,).
