@@ -58,14 +58,14 @@ preemption (submitit's mechanism, which ``TrainRun.checkpoint`` only hands the s
 
 The local launcher starts every job at once; keep its batches within the machine's cores (each run uses its
 ``num_threads``). On a machine with GPUs, submitit gives every local job the first GPUs (``CUDA_VISIBLE_DEVICES``
-from 0), so local jobs of GPU runs share them. A notebook whose later runs depend on the results of earlier ones (a weight chosen on val) plans
-only what its dry run reaches: the rest trains in the notebook's own process when the suite executes it.
+from 0), so local jobs of GPU runs share them. A notebook whose later runs depend on the results of earlier ones
+(a weight chosen on val) plans only what its dry run reaches: the rest trains in the notebook's own process when the
+suite executes it.
 """
 
 from __future__ import annotations
 
 import getpass
-import importlib
 import os
 import re
 import subprocess
@@ -80,12 +80,13 @@ from filelock import FileLock
 
 from contrastseg.config import ExperimentConfig
 from contrastseg.engine.checkpoint import read_json_mapping
+from contrastseg.extras import import_extra_package, install_command
 from contrastseg.paths import DATA_ENV, RUNS_ENV, data_root, environ, runs_root
 
 LAUNCHERS = ("slurm", "local")
 JOB_RECORD_NAME = "cluster_job.json"
 LAUNCH_LOCK_NAME = ".launch.lock"
-CLUSTER_INSTALL = "pip install 'contrastseg[cluster]'"
+CLUSTER_INSTALL = install_command("cluster")
 LOCAL_TIME_MINUTES = 7 * 24 * 60
 """The time limit of a local job when none is given: submitit's local default (2 minutes) would stop most runs."""
 
@@ -104,13 +105,7 @@ def import_submitit() -> ModuleType:
     Raises:
         ImportError: submitit is not installed; the message names ``CLUSTER_INSTALL``.
     """
-    try:
-        return importlib.import_module("submitit")
-    except ModuleNotFoundError as error:
-        if error.name != "submitit":
-            raise
-        raise ImportError(f"the cluster launcher needs submitit, which is not installed: {CLUSTER_INSTALL}",
-                          name="submitit") from error
+    return import_extra_package("submitit", "the cluster launcher", "cluster")
 
 
 def parse_time(text: str | int) -> int:

@@ -53,11 +53,18 @@ def strip_volatile(notebook) -> None:
     for cell in notebook.cells:
         for key in VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
-        if cell.metadata.get("tags") == []:
-            del cell.metadata["tags"]
         if cell.cell_type == "code":
             cell.outputs = [out for out in cell.outputs if not (out.output_type == "stream" and out.name == "stderr")
                             and WIDGET_VIEW_MIME not in out.get("data", {})]
+    drop_empty_tags(notebook)
+
+
+def drop_empty_tags(notebook) -> None:
+    """Remove the empty tag lists of a notebook's cells, in place: an empty list is no tag, and would put
+    ``tags=[]`` on the cell's marker in a text pair."""
+    for cell in notebook.cells:
+        if cell.metadata.get("tags") == []:
+            del cell.metadata["tags"]
 
 
 def refresh(path: str | os.PathLike) -> None:
@@ -103,9 +110,7 @@ def write_pairs(notebook_path: str | os.PathLike) -> list[Path]:
         raise ValueError(f"{notebook_path}: no jupytext configuration pairs it with a text file (jupytext.toml in "
                          f"its folder or a parent's; notebooks/jupytext.toml pairs every notebook of notebooks/)")
     notebook = nbformat.read(notebook_path, as_version=4)
-    for cell in notebook.cells:  # an empty tag list is no tag, and would put "tags=[]" on the cell's marker
-        if cell.metadata.get("tags") == []:
-            del cell.metadata["tags"]
+    drop_empty_tags(notebook)
     config = _jupytext_config(notebook_path)
     for pair, fmt in pairs:
         jupytext.write(notebook, pair, fmt=fmt, config=config)

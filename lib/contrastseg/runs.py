@@ -66,10 +66,10 @@ from contrastseg.config import RESULTS_FORMAT, CoreFields, ExperimentConfig
 from contrastseg.engine.checkpoint import read_json_mapping, remove_stale_temporaries, write_text_atomically
 from contrastseg.engine.distributed import TORCHRUN_VARIABLES, Distributed, resolve_device
 from contrastseg.engine.tensorboard import TENSORBOARD_DIR
-from contrastseg.export import export_run
 from contrastseg.engine.train import (CHECKPOINT_NAME, CURVE_METRICS, DAMAGED_CHECKPOINT_NAME, LOG_NAME,
                                       METRICS_NAME, PREVIOUS_CHECKPOINT_NAME, TRAINING_FILES, evaluate_run,
                                       load_trained_model, read_log, read_metrics, train)
+from contrastseg.export import export_run
 from contrastseg.paths import runs_root
 from contrastseg.plan import placeholder_metrics, plan_file, record
 from contrastseg.provenance import UNKNOWN_COMMIT, git_commit
@@ -368,7 +368,7 @@ def _finished_metrics(run_dir: Path, force: bool) -> dict | None:
     metrics_path = run_dir / METRICS_NAME
     if force or _finished_before_fresh(metrics_path):
         clear_run(run_dir)
-    return read_metrics(run_dir) if metrics_path.exists() else None
+    return read_metrics(run_dir) if has_finished(run_dir) else None
 
 
 def under_torchrun() -> bool:

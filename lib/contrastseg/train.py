@@ -63,7 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = read_config(args.config, args.set)
 
     from contrastseg import runs
-
     from contrastseg.engine.distributed import leave_process_group
 
     result = runs.get_or_train(cfg, run_dir=args.run_dir, progress=not args.no_progress)

@@ -95,9 +95,9 @@ TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 PLAIN_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 GRADIENT_SYNC_ENV = "CONTRASTSEG_GRADIENT_SYNC"
 GRADIENT_SYNCS = ("ddp", "allreduce")
-DDP_PARAMETERS = inspect.signature(DistributedDataParallel).parameters
 """The ways gradients are averaged over processes: DistributedDataParallel's bucketed all-reduce during the
 backward, or one flattened all-reduce after it (``average_gradients``); the first is the default."""
+DDP_PARAMETERS = inspect.signature(DistributedDataParallel).parameters  # which keyword names this torch's DDP takes
 
 
 def resolve_device(name: str) -> torch.device:

@@ -15,8 +15,8 @@ from contrastseg.viz.embeddings import (
     tsne_learning_rate,
 )
 from contrastseg.viz.plots import (
-    HIDDEN_COLOUR, IGNORE_COLOUR, JITTER_SEED, RASTERIZED_POINTS, ROW_BAR_COLOUR, class_legend, colorize, plot_embedding,
-    plot_per_class_iou, plot_rows, region_map, show_boundary_negatives, show_predictions, show_regions,
+    HIDDEN_COLOUR, IGNORE_COLOUR, JITTER_SEED, RASTERIZED_POINTS, ROW_BAR_COLOUR, class_legend, colorize,
+    plot_embedding, plot_per_class_iou, plot_rows, region_map, show_boundary_negatives, show_predictions, show_regions,
 )
 
 __all__ = [

@@ -6,7 +6,8 @@ Before its affinities, ``tsne_2d`` reduces embeddings of more than ``PCA_COMPONE
 50 principal components (``principal_components``), the usual practice of openTSNE's and FIt-SNE's authors: the
 nearest-neighbour search that the affinities need costs time in proportion to the dimension, and the components
 past the 50th of a pixel embedding hold little but noise. ``pca_components=None`` maps the embeddings as they are.
-The reduction is deterministic (an SVD, each component's sign fixed), so a map stays the same for a seed.
+The reduction is deterministic (an eigendecomposition of the scatter matrix, each component's sign fixed), so a map
+stays the same for a seed.
 
 The maps are drawn by ``contrastseg.viz.plots.plot_embedding``.
 """
